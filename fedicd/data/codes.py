@@ -19,7 +19,9 @@ CodeKind = Literal["diagnosis", "procedure"]
 CODE_PATTERNS: dict[tuple[int, str], re.Pattern[str]] = {
     (10, "diagnosis"): re.compile(r"^[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$"),
     (9, "diagnosis"): re.compile(r"^(V[0-9]{2}(\.[0-9]{1,2})?|E[0-9]{3}(\.[0-9])?|[0-9]{3}(\.[0-9]{1,2})?)$"),
-    (10, "procedure"): re.compile(r"^[0-9A-HJ-NP-Z]{7}$"),
+    # full ICD-10-PCS codes have 7 characters; CodiEsp also codes 4-character
+    # prefixes (e.g. ``BN20``) when the text does not specify the rest.
+    (10, "procedure"): re.compile(r"^[0-9A-HJ-NP-Z]{4}([0-9A-HJ-NP-Z]{3})?$"),
     (9, "procedure"): re.compile(r"^[0-9]{2}(\.[0-9]{1,2})?$"),
 }
 

@@ -1,0 +1,180 @@
+"""Experiment configuration: TOML → frozen dataclasses, checked before any work.
+
+A config file has top-level keys (``name``, ``seed``, ``cache_dir``) and the
+sections ``[data]``, ``[embedding]`` and ``[train]``; each section maps onto
+one dataclass (:class:`DataConfig`, :class:`fedicd.embed.EmbedConfig`,
+:class:`fedicd.train.TrainConfig`). Unknown keys are errors, and
+``--set section.key=value`` overrides are parsed as TOML values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from fedicd.embed import EmbedConfig
+from fedicd.errors import ConfigError
+from fedicd.train import TrainConfig
+
+__all__ = ["DataConfig", "ExperimentConfig", "load_config", "config_from_dict", "config_to_dict", "apply_overrides"]
+
+SOURCES = ("synthetic", "codiesp", "mimic", "tabular", "notes")
+SPLITS = ("official", "stratified")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the notes come from, which codes become labels, and how they are split.
+
+    Source options apply to their source only: ``path`` (all but synthetic),
+    ``language``/``codes`` (codiesp), ``hosp_path``/``icd_version``/
+    ``include_procedures``/``split_file`` (mimic), the ``*_column`` options
+    (tabular), ``n_notes``/``n_sites``/``n_codes`` (synthetic).
+
+    Label rules: ``min_per_client × n_clients`` is the paper's global rule
+    (0 disables it); ``min_train_count`` keeps codes with at least that many
+    *training* notes (the label space is fitted on train only).
+
+    Splits: ``"official"`` uses the source's split column, training on
+    ``train_parts``; when ``"val"`` is among them, a stratified
+    ``val_fraction`` of the training notes is held out for threshold choice.
+    ``"stratified"`` draws ``fractions`` by iterative stratification.
+    """
+
+    source: str = "synthetic"
+    path: str | None = None
+    language: str = "en"
+    codes: str = "diagnosis"
+    hosp_path: str | None = None
+    icd_version: int = 10
+    include_procedures: bool = False
+    split_file: str | None = None
+    text_column: str = "text"
+    codes_column: str = "codes"
+    codes_delimiter: str = ","
+    id_column: str | None = None
+    site_column: str | None = None
+    split_column: str | None = None
+    n_notes: int = 1500
+    n_sites: int = 5
+    n_codes: int = 300
+    granularity: str = "full"
+    min_per_client: int = 0
+    n_clients: int = 20
+    min_train_count: int = 1
+    split: str = "stratified"
+    train_parts: tuple[str, ...] = ("train",)
+    val_fraction: float = 0.15
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+
+    def __post_init__(self) -> None:
+        _choice("data.source", self.source, SOURCES)
+        _choice("data.split", self.split, SPLITS)
+        _choice("data.granularity", self.granularity, ("full", "category", "chapter"))
+        if self.source != "synthetic" and not self.path:
+            raise ConfigError(f"data.path is required for data.source = {self.source!r}")
+        if self.min_per_client < 0 or self.n_clients < 1 or self.min_train_count < 1:
+            raise ConfigError("data.min_per_client must be >= 0, data.n_clients >= 1 and data.min_train_count >= 1; "
+                              f"got {self.min_per_client}, {self.n_clients}, {self.min_train_count}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+        bad_parts = set(self.train_parts) - {"train", "val", "test"}
+        if bad_parts or "test" in self.train_parts or "train" not in self.train_parts:
+            raise ConfigError(f"data.train_parts must contain 'train', may add 'val', never 'test'; got {self.train_parts}")
+        object.__setattr__(self, "train_parts", tuple(self.train_parts))
+        object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions))
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One experiment: data, embedding, head training, seed and cache location."""
+
+    name: str = "experiment"
+    seed: int = 0
+    cache_dir: str = ".fedicd_cache"
+    data: DataConfig = field(default_factory=DataConfig)
+    embedding: EmbedConfig = field(default_factory=EmbedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+_SECTIONS = {"data": DataConfig, "embedding": EmbedConfig, "train": TrainConfig}
+
+
+def _choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
+    valid = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in [{name}]; valid keys: {sorted(valid)}")
+    coerced = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return cls(**coerced)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[{name}]: {exc}") from exc
+
+
+def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
+    """Build an :class:`ExperimentConfig` from a parsed TOML mapping (unknown keys raise)."""
+    top = {f.name for f in dataclasses.fields(ExperimentConfig)} - set(_SECTIONS)
+    unknown = sorted(set(raw) - top - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {unknown}; valid: {sorted(top | set(_SECTIONS))}")
+    sections = {}
+    for name, cls in _SECTIONS.items():
+        section = raw.get(name, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"[{name}] must be a table, got {type(section).__name__}")
+        sections[name] = _build_section(name, cls, section)
+    return ExperimentConfig(**{k: raw[k] for k in top if k in raw}, **sections)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings (values parsed as TOML, else kept as text)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        *path, leaf = key.strip().split(".")
+        target = out
+        for part in path:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return out
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read a TOML file (or start from defaults when ``path`` is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    return config_from_dict(apply_overrides(raw, overrides))
+
+
+def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
+    """JSON-ready resolved config (tuples become lists)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,59 @@
+"""Load notes for a :class:`fedicd.config.DataConfig`, whatever the source."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fedicd.data.notes import CodedNotes
+
+if TYPE_CHECKING:
+    from fedicd.config import DataConfig
+
+__all__ = ["load_notes"]
+
+
+def _synthetic(cfg: "DataConfig", seed: int) -> CodedNotes:
+    from fedicd.data.synthetic import SyntheticConfig, generate_synthetic
+
+    return generate_synthetic(SyntheticConfig(n_notes=cfg.n_notes, n_sites=cfg.n_sites, n_codes=cfg.n_codes,
+                                              seed=seed)).notes
+
+
+def _codiesp(cfg: "DataConfig", seed: int) -> CodedNotes:
+    from fedicd.data.codiesp import load_codiesp
+
+    return load_codiesp(cfg.path, language=cfg.language, codes=cfg.codes)
+
+
+def _mimic(cfg: "DataConfig", seed: int) -> CodedNotes:
+    from fedicd.data.mimic import load_mimic
+
+    return load_mimic(cfg.path, hosp_root=cfg.hosp_path, icd_version=cfg.icd_version,
+                      include_procedures=cfg.include_procedures, min_per_client=0,
+                      split_file=cfg.split_file)
+
+
+def _tabular(cfg: "DataConfig", seed: int) -> CodedNotes:
+    from fedicd.data.tabular import load_tabular
+
+    return load_tabular(cfg.path, text_column=cfg.text_column, codes_column=cfg.codes_column,
+                        codes_delimiter=cfg.codes_delimiter, id_column=cfg.id_column, site_column=cfg.site_column,
+                        split_column=cfg.split_column, icd_version=cfg.icd_version)
+
+
+def _saved(cfg: "DataConfig", seed: int) -> CodedNotes:
+    return CodedNotes.load(cfg.path)
+
+
+_LOADERS = {"synthetic": _synthetic, "codiesp": _codiesp, "mimic": _mimic, "tabular": _tabular, "notes": _saved}
+
+
+def load_notes(cfg: "DataConfig", *, seed: int = 0) -> CodedNotes:
+    """Load the notes ``cfg`` names (no label filtering or splitting yet).
+
+    The paper's global frequency rule is applied later, in one place for every
+    source (:func:`fedicd.experiment.prepare_labels`).
+    """
+    if cfg.source not in _LOADERS:
+        raise ValueError(f"unknown data source {cfg.source!r}; choose one of {sorted(_LOADERS)}")
+    return _LOADERS[cfg.source](cfg, seed)

@@ -1,0 +1,106 @@
+"""Multi-label ICD coding metrics.
+
+- micro/macro precision, recall, F1 at a decision threshold (sklearn,
+  ``zero_division=0``; macro averages over every label in the label space);
+- ``top{k}_f1``: micro-F1 restricted to the ``k`` codes most frequent in the
+  *training* labels (Xu & Dray report top-10 and top-50);
+- ``p_at_{k}``: precision at k of the ranked scores (Mullenbach et al., 2018);
+- micro/macro ROC-AUC (macro over labels with both classes present; the count
+  used is reported as ``macro_auc_labels``).
+
+The decision threshold is chosen on validation data by
+:func:`choose_threshold` (one global threshold maximising micro-F1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+
+from fedicd.errors import ShapeError
+
+__all__ = ["compute_metrics", "choose_threshold", "precision_at_k", "top_k_labels", "METRIC_KEYS"]
+
+METRIC_KEYS = ("micro_precision", "micro_recall", "micro_f1", "macro_precision", "macro_recall", "macro_f1",
+               "top10_f1", "top50_f1", "p_at_5", "p_at_8", "p_at_15", "micro_auc", "macro_auc")
+
+DEFAULT_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.025), 3)
+
+
+def _check(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y_true, scores = np.asarray(y_true), np.asarray(scores, dtype=np.float64)
+    if y_true.ndim != 2 or y_true.shape != scores.shape:
+        raise ShapeError(f"y_true {y_true.shape} and scores {scores.shape} must be equal 2-D shapes")
+    if not np.isfinite(scores).all():
+        raise ShapeError(f"scores contain {int((~np.isfinite(scores)).sum())} NaN/Inf values")
+    if not np.isin(y_true, (0, 1)).all():
+        raise ShapeError("y_true must be binary (0/1)")
+    return y_true.astype(np.int8), scores
+
+
+def top_k_labels(train_labels: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the ``k`` most frequent labels in training (ties: lower index first)."""
+    counts = np.asarray(train_labels).sum(axis=0)
+    return np.argsort(-counts, kind="stable")[:k]
+
+
+def precision_at_k(y_true: np.ndarray, scores: np.ndarray, k: int) -> float:
+    """Mean over notes of (true codes among the k highest scores) / k."""
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return float(np.take_along_axis(y_true, top, axis=1).sum(axis=1).mean() / k)
+
+
+def _prf(y_true: np.ndarray, y_pred: np.ndarray, average: str) -> tuple[float, float, float]:
+    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=average, zero_division=0)
+    return float(p), float(r), float(f)
+
+
+def _aucs(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    has_both = (y_true.sum(axis=0) > 0) & (y_true.sum(axis=0) < len(y_true))
+    out: dict[str, float] = {"macro_auc_labels": int(has_both.sum())}
+    if has_both.any():
+        out["macro_auc"] = float(roc_auc_score(y_true[:, has_both], scores[:, has_both], average="macro"))
+    else:
+        out["macro_auc"] = float("nan")
+    flat = y_true.ravel()
+    out["micro_auc"] = float(roc_auc_score(flat, scores.ravel())) if 0 < flat.sum() < flat.size else float("nan")
+    return out
+
+
+def compute_metrics(y_true: np.ndarray, scores: np.ndarray, *, threshold: float = 0.5,
+                    frequent: np.ndarray | None = None) -> dict[str, float]:
+    """All metrics for probabilities ``scores`` against binary ``y_true`` (both ``[N, C]``).
+
+    ``frequent`` is the label order from :func:`top_k_labels` on the training
+    labels; without it, frequency in ``y_true`` is used (documented, but biased).
+    """
+    y_true, scores = _check(y_true, scores)
+    y_pred = (scores >= threshold).astype(np.int8)
+    out: dict[str, float] = {"threshold": float(threshold), "n_notes": int(len(y_true)), "n_labels": int(y_true.shape[1])}
+    for avg in ("micro", "macro"):
+        p, r, f = _prf(y_true, y_pred, avg)
+        out.update({f"{avg}_precision": p, f"{avg}_recall": r, f"{avg}_f1": f})
+    order = frequent if frequent is not None else top_k_labels(y_true, y_true.shape[1])
+    for k in (10, 50):
+        cols = np.asarray(order)[:k]
+        out[f"top{k}_f1"] = _prf(y_true[:, cols], y_pred[:, cols], "micro")[2]
+    for k in (5, 8, 15):
+        out[f"p_at_{k}"] = precision_at_k(y_true, scores, k)
+    out.update(_aucs(y_true, scores))
+    return out
+
+
+def choose_threshold(y_val: np.ndarray, scores_val: np.ndarray, *, grid: np.ndarray = DEFAULT_THRESHOLDS) -> float:
+    """The grid threshold with the highest validation micro-F1 (lowest threshold on ties)."""
+    y_val, scores_val = _check(y_val, scores_val)
+    true = y_val.astype(bool)
+    best_t, best_f = float(grid[0]), -1.0
+    for t in grid:
+        pred = scores_val >= t
+        tp = np.logical_and(pred, true).sum()
+        denom = pred.sum() + true.sum()
+        f = 2 * tp / denom if denom else 0.0
+        if f > best_f + 1e-12:
+            best_t, best_f = float(t), f
+    return best_t
