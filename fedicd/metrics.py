@@ -1,7 +1,7 @@
 """Multi-label ICD coding metrics.
 
-- micro/macro precision, recall, F1 at a decision threshold (sklearn,
-  ``zero_division=0``; macro averages over every label in the label space);
+- micro/macro precision, recall, F1 at a decision threshold (macro averages
+  over every label in the label space; 0/0 counts as 0);
 - ``top{k}_f1``: micro-F1 restricted to the ``k`` codes most frequent in the
   *training* labels (Xu & Dray report top-10 and top-50);
 - ``p_at_{k}``: precision at k of the ranked scores (Mullenbach et al., 2018);
@@ -15,7 +15,7 @@ The decision threshold is chosen on validation data by
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import roc_auc_score
 
 from fedicd.errors import ShapeError
 
@@ -51,9 +51,19 @@ def precision_at_k(y_true: np.ndarray, scores: np.ndarray, k: int) -> float:
     return float(np.take_along_axis(y_true, top, axis=1).sum(axis=1).mean() / k)
 
 
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
 def _prf(y_true: np.ndarray, y_pred: np.ndarray, average: str) -> tuple[float, float, float]:
-    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average=average, zero_division=0)
-    return float(p), float(r), float(f)
+    """Precision, recall, F1 from counts; 0/0 counts as 0 (a label never true and never
+    predicted scores 0, as in most ICD coding work; recent scikit-learn returns 1 there)."""
+    axis = None if average == "micro" else 0
+    tp = np.logical_and(y_true, y_pred).sum(axis=axis)
+    n_pred, n_true = y_pred.sum(axis=axis), y_true.sum(axis=axis)
+    p, r, f = _ratio(tp, n_pred), _ratio(tp, n_true), _ratio(2 * tp, n_pred + n_true)
+    return float(np.mean(p)), float(np.mean(r)), float(np.mean(f))
 
 
 def _aucs(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:

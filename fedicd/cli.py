@@ -1,0 +1,140 @@
+"""The ``fedicd`` command line: one subcommand per pipeline stage, plus ``run`` and ``demo``.
+
+    fedicd prepare  CONFIG --out notes.jsonl.gz   load + label rules, save notes
+    fedicd embed    CONFIG --out DIR              embed every note (cached), save vectors
+    fedicd train    CONFIG --out DIR              = run with training.mode central
+    fedicd evaluate RUN_DIR                       re-score a saved run on its config's test split
+    fedicd run      CONFIG --out DIR              one experiment from a TOML config
+    fedicd demo     --out DIR                     synthetic notes → MiniLM → MLP, in minutes
+
+Every command accepts ``--set section.key=value`` overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("fedicd")
+
+DEMO_OVERRIDES = ("name=\"demo\"", "data.source=\"synthetic\"", "data.n_notes=1500", "data.min_train_count=10",
+                  "train.epochs=20")
+
+TABLE_KEYS = ("micro_f1", "macro_f1", "micro_precision", "micro_recall", "macro_precision", "macro_recall",
+              "top10_f1", "top50_f1", "p_at_5", "p_at_8", "p_at_15", "micro_auc", "macro_auc")
+
+
+def _add_common(p: argparse.ArgumentParser, *, config: bool = True) -> None:
+    if config:
+        p.add_argument("config", type=Path, help="experiment TOML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log each epoch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedicd", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_ in (("prepare", "load notes and apply label rules; save them"),
+                        ("embed", "embed every note of the configured source (cached)"),
+                        ("train", "train a head centrally (same as run)"),
+                        ("run", "run one experiment from a TOML config")):
+        p = sub.add_parser(name, help=help_)
+        _add_common(p)
+        p.add_argument("--out", type=Path, required=True, help="output file (prepare) or directory")
+    p = sub.add_parser("evaluate", help="re-score a saved run on its test split")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("-v", "--verbose", action="store_true")
+    p = sub.add_parser("demo", help="synthetic notes → MiniLM → MLP, end to end")
+    _add_common(p, config=False)
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    return parser
+
+
+def format_table(results: dict) -> str:
+    """A two-column metrics table (val and test) for the terminal."""
+    lines = [f"{'metric':<16}{'val':>10}{'test':>10}", "-" * 36]
+    for key in TABLE_KEYS:
+        lines.append(f"{key:<16}{results['val'][key]:>10.4f}{results['test'][key]:>10.4f}")
+    lab = results["labels"]
+    lines.append(f"threshold {results['test']['threshold']:.3f} (chosen on val), {lab['n_labels']} labels, "
+                 f"train/val/test = {lab['train_notes']}/{lab['val_notes']}/{lab['test_notes']} notes")
+    return "\n".join(lines)
+
+
+def _cmd_run(args: argparse.Namespace, overrides: Sequence[str] = ()) -> int:
+    from fedicd.config import load_config
+    from fedicd.experiment import run_experiment
+
+    cfg = load_config(getattr(args, "config", None), [*overrides, *args.overrides])
+    results = run_experiment(cfg, args.out)
+    print(format_table(results))
+    emb = results["embedding"]
+    print(f"embedding: {emb['model']} dim {emb['dim']}, {emb['n_chunked']} notes chunked, "
+          f"{emb['n_cached']} served from cache; total {results['seconds']['total']:.1f} s")
+    print(f"results: {Path(args.out) / 'results.json'}")
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from fedicd.config import load_config
+    from fedicd.data.labels import filter_rare_codes
+    from fedicd.data.sources import load_notes
+
+    cfg = load_config(args.config, args.overrides)
+    notes = load_notes(cfg.data, seed=cfg.seed)
+    if cfg.data.min_per_client > 0:
+        notes = filter_rare_codes(notes, min_count=cfg.data.min_per_client * cfg.data.n_clients)
+    notes.save(args.out)
+    print(notes.summary.describe())
+    print(f"{len(notes)} notes, {len(notes.code_counts())} codes → {args.out}")
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from fedicd.config import load_config
+    from fedicd.data.sources import load_notes
+    from fedicd.embed import embed_texts
+
+    cfg = load_config(args.config, args.overrides)
+    notes = load_notes(cfg.data, seed=cfg.seed)
+    result = embed_texts(notes.texts, cfg.embedding, cache_dir=cfg.cache_dir)
+    args.out.mkdir(parents=True, exist_ok=True)
+    np.save(args.out / "embeddings.npy", result.vectors)
+    (args.out / "ids.json").write_text(json.dumps(notes.ids))
+    print(f"{len(notes)} notes → {args.out / 'embeddings.npy'} {result.vectors.shape}; "
+          f"{result.n_chunked} chunked, {result.n_cached} from cache")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from fedicd.evaluate import evaluate_run
+
+    metrics = evaluate_run(args.run_dir)
+    print(json.dumps({k: metrics[k] for k in TABLE_KEYS}, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    handlers = {"run": _cmd_run, "train": _cmd_run, "prepare": _cmd_prepare, "embed": _cmd_embed,
+                "evaluate": _cmd_evaluate, "demo": lambda a: _cmd_run(a, DEMO_OVERRIDES)}
+    try:
+        return handlers[args.command](args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"fedicd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Re-score a saved run: reload its model, scaler and label space, re-embed its test notes.
+
+The test split is rebuilt from the run's resolved config (splits and label
+rules are deterministic for a seed), so a saved run can be checked or scored
+again after the code changes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedicd.config import config_from_dict
+from fedicd.data.labels import load_binarizer, transform_codes
+from fedicd.embed import embed_texts
+from fedicd.experiment import prepare_data
+from fedicd.metrics import compute_metrics, top_k_labels
+from fedicd.scaling import load_scaler
+from fedicd.train import TrainConfig, predict_proba
+
+__all__ = ["load_model", "evaluate_run"]
+
+
+def load_model(path: str | Path) -> torch.nn.Module:
+    """Rebuild a head saved by :func:`fedicd.experiment.save_model`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model file not found: {path}")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["train_config"].items()})
+    model = cfg.build(saved["input_dim"], saved["n_labels"])
+    model.load_state_dict(saved["state_dict"])
+    return model.eval()
+
+
+def evaluate_run(run_dir: str | Path, *, part: str = "test") -> dict[str, float]:
+    """Metrics of the saved model in ``run_dir`` on ``part`` at the run's saved threshold."""
+    run_dir = Path(run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
+    cfg = config_from_dict(results["config"])
+    data = prepare_data(cfg)
+    mlb = load_binarizer(run_dir / "labels.json")
+    if list(mlb.classes_) != list(data.binarizer.classes_):
+        raise ValueError(f"label space rebuilt from {run_dir / 'config.json'} differs from the saved "
+                         f"{run_dir / 'labels.json'}: the data or label rules changed since the run")
+    idx = data.parts[part]
+    vectors = embed_texts([data.notes.texts[i] for i in idx], cfg.embedding, cache_dir=cfg.cache_dir,
+                          progress=False).vectors
+    x = load_scaler(run_dir / "scaler.npz").transform(vectors).astype(np.float32)
+    y, _ = transform_codes(mlb, [data.notes.codes[i] for i in idx])
+    probs = predict_proba(load_model(run_dir / "model.pt"), x)
+    return compute_metrics(y, probs, threshold=results[part]["threshold"],
+                           frequent=top_k_labels(data.labels["train"], 50))

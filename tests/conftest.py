@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny notes, random embeddings, sparse labels, and the CodiEsp location."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedicd.data.notes import CodedNotes, LoadSummary
+
+CODIESP_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "codiesp"
+
+
+@pytest.fixture
+def codiesp_root() -> Path:
+    if not (CODIESP_ROOT / "train").is_dir():
+        pytest.skip(f"CodiEsp not found at {CODIESP_ROOT} (expected ../shared/data/codiesp beside the repo)")
+    return CODIESP_ROOT
+
+
+@pytest.fixture
+def tiny_notes() -> CodedNotes:
+    codes = [("I10", "E11.9"), ("I10",), ("J18.9", "I10"), ("E11.9",), ("J18.9",), ("I10", "N18.3")]
+    return CodedNotes(ids=[f"n{i}" for i in range(len(codes))], texts=[f"note {i} text" for i in range(len(codes))],
+                      codes=codes, icd_version=[10] * len(codes), summary=LoadSummary(source="tiny"))
+
+
+@pytest.fixture
+def separable_task() -> tuple[np.ndarray, np.ndarray]:
+    """64-dim embeddings whose 8 labels are linear threshold functions of them (learnable)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 64)).astype(np.float32)
+    w = rng.normal(size=(64, 8))
+    y = (x @ w > 2.0).astype(np.float32)
+    return x, y
