@@ -27,6 +27,8 @@ def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
 
 
 def _one_cut(y: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if y.shape[1] == 1:  # iterstrat needs a multilabel matrix; the complement column keeps the same strata
+        y = np.hstack([y, 1 - y])
     splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
     keep, cut = next(splitter.split(np.zeros((len(y), 1)), y))
     return np.sort(keep), np.sort(cut)
