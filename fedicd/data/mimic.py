@@ -36,10 +36,16 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from fedicd.data._io import (
+    iter_csv_chunks,
+    read_csv_checked,
+    read_header,
+    read_split_file,
+    require_columns,
+)
 from fedicd.data.codes import CodeKind, format_code, is_valid_code
 from fedicd.data.labels import filter_rare_codes
 from fedicd.data.notes import CodedNotes, LoadSummary, unique_codes
-from fedicd.data.tabular import iter_csv_chunks, read_csv_checked, read_header, read_split_file, require_columns
 from fedicd.errors import ConfigError, DataFormatError
 
 __all__ = ["MimicConfig", "load_mimic", "NOTE_FILE", "DIAGNOSES_FILE", "PROCEDURES_FILE"]

@@ -1,9 +1,8 @@
 """Generic loader for user tables of coded notes (CSV, TSV, JSON lines).
 
 Use it for PARROT-style exports or any table with a text column and a codes
-column (``"I63.4, I65.23"``). It also holds the small table helpers the MIMIC
-loader shares: split-file reading, split-name normalisation and the wrapping
-of unreadable files (corrupt gzip, bad CSV) into :class:`DataFormatError`.
+column (``"I63.4, I65.23"``). Table helpers shared with the MIMIC loader
+live in :mod:`fedicd.data._io`.
 
 Privacy
 -------
@@ -18,123 +17,27 @@ import json
 import logging
 import zlib
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import pandas as pd
 
+from fedicd.data._io import (
+    check_exists,
+    normalize_split,
+    read_csv_checked,
+    read_header,
+    require_columns,
+    unreadable,
+)
 from fedicd.data.codes import CODE_PATTERNS, CodeKind, format_code, is_valid_code
 from fedicd.data.notes import SPLIT_NAMES, CodedNotes, LoadSummary, unique_codes
-from fedicd.errors import ConfigError, DataFormatError, MissingColumnError
+from fedicd.errors import ConfigError, DataFormatError
 
-__all__ = ["load_tabular", "TABULAR_SUFFIXES", "SPLIT_ALIASES", "normalize_split", "read_split_file",
-           "require_columns", "read_header", "iter_csv_chunks", "read_csv_checked"]
+__all__ = ["load_tabular", "TABULAR_SUFFIXES"]
 
 logger = logging.getLogger(__name__)
 
 TABULAR_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".jsonl", ".jsonl.gz")
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                 "validation": "val", "dev": "val", "test": "test", "testing": "test"}
-_READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError, pd.errors.ParserError)
-
-
-# ------------------------------------------------------------ shared helpers
-def _unreadable(path: Path, exc: BaseException) -> DataFormatError:
-    return DataFormatError(f"cannot read file (corrupt or truncated gzip, or malformed table): "
-                           f"{type(exc).__name__}: {exc}", source=str(path))
-
-
-def _check_exists(path: Path) -> None:
-    if not path.is_file():
-        raise FileNotFoundError(f"file not found: {path}")
-
-
-def read_header(path: str | Path, *, sep: str = ",") -> list[str]:
-    """Column names of a (possibly gzip) CSV; unreadable files raise :class:`DataFormatError`."""
-    path = Path(path)
-    _check_exists(path)
-    try:
-        return [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns]
-    except DataFormatError:
-        raise
-    except _READ_ERRORS as exc:
-        raise _unreadable(path, exc) from exc
-
-
-def require_columns(available: Sequence[str], required: Sequence[str], path: str | Path) -> None:
-    """Raise :class:`MissingColumnError` for the first of ``required`` not in ``available``."""
-    for column in required:
-        if column not in available:
-            raise MissingColumnError(column, source=str(path), available=list(available))
-
-
-def read_csv_checked(path: str | Path, *, required: Sequence[str], **read_kwargs: Any) -> pd.DataFrame:
-    """Read the ``required`` columns of a CSV whole, naming the file on any read failure."""
-    path = Path(path)
-    require_columns(read_header(path, sep=read_kwargs.get("sep", ",")), required, path)
-    try:
-        return pd.read_csv(path, usecols=list(required), **read_kwargs)
-    except _READ_ERRORS as exc:
-        raise _unreadable(path, exc) from exc
-
-
-def iter_csv_chunks(path: str | Path, *, chunksize: int, **read_kwargs: Any) -> Iterator[pd.DataFrame]:
-    """Yield ``chunksize``-row frames; read failures (not the caller's) become :class:`DataFormatError`."""
-    path = Path(path)
-    try:
-        reader = pd.read_csv(path, chunksize=chunksize, **read_kwargs)
-    except _READ_ERRORS as exc:
-        raise _unreadable(path, exc) from exc
-    with reader:
-        while True:
-            try:
-                chunk = next(reader)
-            except StopIteration:
-                return
-            except _READ_ERRORS as exc:
-                raise _unreadable(path, exc) from exc
-            yield chunk
-
-
-def normalize_split(value: Any) -> str | None:
-    """Map a split label (``"valid"``, ``"dev"``, ``" Train "``...) to train/val/test, or None."""
-    if not isinstance(value, str):
-        return None
-    return SPLIT_ALIASES.get(value.strip().lower())
-
-
-def _read_split_table(path: Path, columns: list[str]) -> pd.DataFrame:
-    if path.name.lower().endswith((".feather", ".arrow")):
-        try:
-            frame = pd.read_feather(path)
-        except _READ_ERRORS as exc:
-            raise _unreadable(path, exc) from exc
-        require_columns([str(c) for c in frame.columns], columns, path)
-        return frame[columns]
-    return read_csv_checked(path, required=columns, dtype=str, keep_default_na=False)
-
-
-def read_split_file(path: str | Path, *, id_column: str = "note_id",
-                    split_column: str = "split") -> dict[str, str]:
-    """Read a published split (CSV or Feather) into ``{id: "train"|"val"|"test"}``.
-
-    Ids are compared as strings. ``"valid"``/``"dev"`` mean ``"val"``. An unknown
-    split name, or an id listed twice with different splits, raises
-    :class:`DataFormatError` naming the file and row.
-    """
-    path = Path(path)
-    _check_exists(path)
-    frame = _read_split_table(path, [id_column, split_column])
-    out: dict[str, str] = {}
-    for row, (raw_id, raw_split) in enumerate(zip(frame[id_column], frame[split_column]), start=1):
-        split = normalize_split(raw_split)
-        if split is None:
-            raise DataFormatError(f"unknown split {raw_split!r} in column {split_column!r}; allowed "
-                                  f"{sorted(SPLIT_ALIASES)}", source=str(path), row=row)
-        key = str(raw_id).strip()
-        if out.setdefault(key, split) != split:
-            raise DataFormatError(f"id {key!r} is listed in two splits ({out[key]!r}, {split!r})",
-                                  source=str(path), row=row)
-    return out
 
 
 # -------------------------------------------------------------- reading
@@ -156,7 +59,7 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
                     records.append(_parse_json_line(line, path, lineno))
                     rows.append(lineno)
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
-        raise _unreadable(path, exc) from exc
+        raise unreadable(path, exc) from exc
     if not records:
         raise DataFormatError("no JSON records in file", source=str(path))
     return pd.DataFrame.from_records(records, index=pd.Index(rows, name="row"))
@@ -336,7 +239,7 @@ def load_tabular(path: str | Path, *, text_column: str, codes_column: str, codes
                 codes_column=codes_column, site_column=site_column, split_column=split_column)
     _check_options(opts)
     suffix = _suffix(path)
-    _check_exists(path)
+    check_exists(path)
     frame = _read_table(path, suffix)
     optional = [c for c in (id_column, site_column, split_column) if c is not None]
     require_columns([str(c) for c in frame.columns], [text_column, codes_column, *optional], path)

@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
 
-from fedicd.data.labels import (filter_rare_codes, fit_binarizer, load_binarizer, roll_up, roll_up_notes,
-                                save_binarizer, transform_codes)
+from fedicd.data.labels import (
+    filter_rare_codes,
+    fit_binarizer,
+    load_binarizer,
+    roll_up,
+    roll_up_notes,
+    save_binarizer,
+    transform_codes,
+)
 
 
 def test_filter_rare_codes_counts_drops(tiny_notes):

@@ -3,7 +3,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedicd.data.splits import holdout_split, repeated_splits, stratified_split, with_splits
+from fedicd.data.splits import (
+    holdout_split,
+    repeated_splits,
+    stratified_split,
+    with_splits,
+)
 from fedicd.errors import ShapeError
 
 

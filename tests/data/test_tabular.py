@@ -8,7 +8,8 @@ import re
 import pandas as pd
 import pytest
 
-from fedicd.data.tabular import load_tabular, normalize_split, read_split_file
+from fedicd.data._io import normalize_split, read_split_file
+from fedicd.data.tabular import load_tabular
 from fedicd.errors import ConfigError, DataFormatError, MissingColumnError
 
 PARROT_IDS = ["p1", "p2", "p5"]
