@@ -15,34 +15,7 @@ Embeddings of clinical notes are patient data: they can be inverted into
 close paraphrases (see ``attacks/embedding_inversion``).
 """
 
-from fedicd.embedding import (
-    BACKENDS,
-    CHUNK_POOLINGS,
-    POOLINGS,
-    EmbedConfig,
-    EmbeddingCache,
-    EmbeddingResult,
-    Encoder,
-    cache_settings,
-    chunk_spans,
-    embed_texts,
-    load_encoder,
-    pool_chunks,
-    text_key,
-)
+from fedicd import embedding as _embedding
+from fedicd.embedding import *  # noqa: F403  (the public API, listed once in fedicd.embedding.__all__)
 
-__all__ = [
-    "BACKENDS",
-    "CHUNK_POOLINGS",
-    "POOLINGS",
-    "EmbedConfig",
-    "EmbeddingCache",
-    "EmbeddingResult",
-    "Encoder",
-    "cache_settings",
-    "chunk_spans",
-    "embed_texts",
-    "load_encoder",
-    "pool_chunks",
-    "text_key",
-]
+__all__ = list(_embedding.__all__)
