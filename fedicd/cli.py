@@ -4,6 +4,7 @@
     fedicd embed    CONFIG --out DIR              embed every note (cached), save vectors
     fedicd train    CONFIG --out DIR              = run with training.mode central
     fedicd evaluate RUN_DIR                       re-score a saved run on its config's test split
+    fedicd partition CONFIG --out DIR             partition the training notes → DIR/partition.json
     fedicd run      CONFIG --out DIR              one experiment from a TOML config
     fedicd demo     --out DIR                     synthetic notes → MiniLM → MLP, in minutes
 
@@ -44,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_ in (("prepare", "load notes and save them (synthetic: with planted-identifier truth)"),
                         ("embed", "embed every note of the configured source (cached)"),
                         ("train", "train a head centrally (same as run)"),
-                        ("run", "run one experiment from a TOML config")):
+                        ("run", "run one experiment from a TOML config"),
+                        ("partition", "partition the training notes among clients; write the manifest")):
         p = sub.add_parser(name, help=help_)
         _add_common(p)
         p.add_argument("--out", type=Path, required=True, help="output directory")
@@ -120,6 +122,24 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_partition(args: argparse.Namespace) -> int:
+    from fedicd.config import load_config
+    from fedicd.partition.run import run_partition
+
+    cfg = load_config(args.config, args.overrides)
+    extra = run_partition(cfg, args.out)
+    stats = extra["stats"]
+    print(f"{cfg.partition.scheme}: {len(stats['sizes'])} clients, sizes {stats['sizes']}")
+    print(f"non-IID degree: mean JSD {stats['mean_jsd']:.4f}, mean absent-label fraction "
+          f"{stats['mean_absent_fraction']:.3f}")
+    if "feasibility" in extra:
+        f = extra["feasibility"]
+        print(f"feasibility (>= {f['min_per_client']} notes per client): {f['n_feasible_codes']} codes ok, "
+              f"{f['n_violating_codes']} violate it")
+    print(f"manifest: {args.out / 'partition.json'}; heat map: {args.out / 'heatmap.png'}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from fedicd.evaluate import evaluate_run
 
@@ -133,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     handlers = {"run": _cmd_run, "train": _cmd_run, "prepare": _cmd_prepare, "embed": _cmd_embed,
-                "evaluate": _cmd_evaluate, "demo": lambda a: _cmd_run(a, DEMO_OVERRIDES)}
+                "evaluate": _cmd_evaluate, "partition": _cmd_partition, "demo": lambda a: _cmd_run(a, DEMO_OVERRIDES)}
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError) as exc:

@@ -1,9 +1,10 @@
 """Experiment configuration: TOML → frozen dataclasses, checked before any work.
 
 A config file has top-level keys (``name``, ``seed``, ``cache_dir``) and the
-sections ``[data]``, ``[embedding]`` and ``[train]``; each section maps onto
-one dataclass (:class:`DataConfig`, :class:`fedicd.embed.EmbedConfig`,
-:class:`fedicd.train.TrainConfig`). Unknown keys are errors, and
+sections ``[data]``, ``[embedding]``, ``[train]`` and ``[partition]``; each
+section maps onto one dataclass (:class:`DataConfig`,
+:class:`fedicd.embed.EmbedConfig`, :class:`fedicd.train.TrainConfig`,
+:class:`fedicd.partition.config.PartitionConfig`). Unknown keys are errors, and
 ``--set section.key=value`` overrides are parsed as TOML values.
 """
 
@@ -22,6 +23,7 @@ else:  # pragma: no cover
 
 from fedicd.embed import EmbedConfig
 from fedicd.errors import ConfigError
+from fedicd.partition.config import PartitionConfig
 from fedicd.train import TrainConfig
 
 __all__ = ["DataConfig", "ExperimentConfig", "load_config", "config_from_dict", "config_to_dict", "apply_overrides"]
@@ -95,7 +97,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """One experiment: data, embedding, head training, seed and cache location."""
+    """One experiment: data, embedding, head training, partition, seed and cache location."""
 
     name: str = "experiment"
     seed: int = 0
@@ -103,9 +105,10 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     embedding: EmbedConfig = field(default_factory=EmbedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
 
 
-_SECTIONS = {"data": DataConfig, "embedding": EmbedConfig, "train": TrainConfig}
+_SECTIONS = {"data": DataConfig, "embedding": EmbedConfig, "train": TrainConfig, "partition": PartitionConfig}
 
 
 def _choice(name: str, value: Any, allowed: Sequence[Any]) -> None:

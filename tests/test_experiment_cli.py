@@ -84,3 +84,18 @@ def test_prepare_and_embed_stages(small_run, tmp_path, capsys):
 def test_config_errors_exit_2_with_message(capsys):
     assert main(["run", "experiments/configs/demo.toml", "--out", "/tmp/x", "--set", "train.epoch=3"]) == 2
     assert "unknown key(s) ['epoch'] in [train]" in capsys.readouterr().err
+
+
+def test_partition_command_writes_manifest_covering_training_notes(small_run, tmp_path, capsys):
+    from fedicd.partition import read_manifest
+
+    root, _ = small_run
+    sets = sum((["--set", s] for s in [*SMALL, f'cache_dir="{root / "cache"}"', 'partition.scheme="dirichlet"',
+                                        "partition.n_clients=4", "partition.alpha=0.5", "partition.min_per_client=1",
+                                        'partition.unlabelled="uniform"']), [])
+    assert main(["partition", "experiments/configs/demo.toml", "--out", str(tmp_path), *sets]) == 0
+    partition, doc = read_manifest(tmp_path / "partition.json")
+    results = json.loads((root / "a" / "results.json").read_text())
+    assert doc["n_notes"] == results["labels"]["train_notes"] and partition.n_clients == 4
+    assert "feasibility" in doc and (tmp_path / "heatmap.png").exists()
+    assert "non-IID degree: mean JSD" in capsys.readouterr().out

@@ -1,6 +1,40 @@
-"""Partitioners of coded notes into federated clients (IID, Dirichlet, quantity, natural).
+"""Partitioners of coded notes into federated clients, property-tested.
 
-Empty until the partitioning issue lands; see README "Layout".
+Schemes (registry names): ``iid``, ``dirichlet`` (multi-label mixture or
+primary-label label skew), ``quantity`` (size skew), ``natural`` (one client
+per site). Each takes the notes' code lists and returns a :class:`Partition`;
+:func:`partition_stats`, :func:`check_feasibility` and the manifest helpers
+work on any of them.
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+from typing import Callable
+
+from fedicd.partition.base import Partition, PartitionError
+from fedicd.partition.dirichlet import dirichlet_partition
+from fedicd.partition.feasibility import FeasibilityReport, check_feasibility, drop_infeasible_codes
+from fedicd.partition.iid import iid_partition
+from fedicd.partition.manifest import read_manifest, write_manifest
+from fedicd.partition.natural import natural_partition
+from fedicd.partition.quantity import quantity_partition
+from fedicd.partition.stats import PartitionStats, partition_stats, plot_heatmap
+
+__all__ = ["Partition", "PartitionError", "PARTITIONERS", "get_partitioner", "iid_partition",
+           "dirichlet_partition", "quantity_partition", "natural_partition", "partition_stats", "PartitionStats",
+           "plot_heatmap", "check_feasibility", "drop_infeasible_codes", "FeasibilityReport", "write_manifest",
+           "read_manifest"]
+
+PARTITIONERS: dict[str, Callable[..., Partition]] = {
+    "iid": iid_partition,
+    "dirichlet": dirichlet_partition,
+    "quantity": quantity_partition,
+    "natural": natural_partition,
+}
+
+
+def get_partitioner(name: str) -> Callable[..., Partition]:
+    """The partitioner registered as ``name``."""
+    if name not in PARTITIONERS:
+        raise ValueError(f"unknown partitioner {name!r}; choose one of {sorted(PARTITIONERS)}")
+    return PARTITIONERS[name]

@@ -1,0 +1,71 @@
+"""``[partition]`` config section and the one call that turns it into a partition."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from fedicd.errors import ConfigError
+from fedicd.partition.base import Codes, Partition
+from fedicd.partition.dirichlet import SCHEMES, dirichlet_partition
+from fedicd.partition.iid import iid_partition
+from fedicd.partition.natural import natural_partition
+from fedicd.partition.quantity import DISTRIBUTIONS, quantity_partition
+
+__all__ = ["PartitionConfig", "make_partition"]
+
+_KINDS = ("iid", "dirichlet", "quantity", "natural")
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    """How the training notes are shared among clients (seeded by the experiment's ``seed``).
+
+    ``scheme``: ``iid`` | ``dirichlet`` (``alpha``, ``dirichlet_scheme``,
+    ``balance``: 0 = no cap, else cap = balance x N / n_clients) | ``quantity``
+    (``distribution`` dirichlet with ``beta`` or lognormal with ``sigma``) |
+    ``natural`` (one client per site; ``n_clients`` is then ignored).
+    ``min_per_client`` > 0 checks the paper's rule (every code has that many
+    notes on every client); ``drop_infeasible`` removes the codes that break it.
+    """
+
+    scheme: str = "iid"
+    n_clients: int = 20
+    alpha: float = 0.5
+    dirichlet_scheme: str = "product"
+    balance: float = 0.0
+    beta: float = 0.5
+    distribution: str = "dirichlet"
+    sigma: float = 1.0
+    min_partition_size: int = 1
+    max_retries: int = 50
+    unlabelled: str = "error"
+    min_per_client: int = 0
+    drop_infeasible: bool = False
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("scheme", self.scheme, _KINDS), ("dirichlet_scheme", self.dirichlet_scheme,
+                                     SCHEMES), ("distribution", self.distribution, DISTRIBUTIONS),
+                                     ("unlabelled", self.unlabelled, ("error", "uniform"))):
+            if value not in allowed:
+                raise ConfigError(f"partition.{name} must be one of {list(allowed)}, got {value!r}")
+        if self.n_clients < 1 or self.min_partition_size < 0 or self.min_per_client < 0:
+            raise ConfigError("partition.n_clients must be >= 1, min_partition_size and min_per_client >= 0; got "
+                              f"{self.n_clients}, {self.min_partition_size}, {self.min_per_client}")
+        if self.balance != 0 and self.balance < 1:
+            raise ConfigError(f"partition.balance must be 0 (off) or >= 1, got {self.balance}")
+
+
+def make_partition(cfg: PartitionConfig, labels: Codes, *, seed: int, sites: Sequence[str] | None = None) -> Partition:
+    """Run the partitioner ``cfg`` names on ``labels`` (and ``sites`` for ``natural``)."""
+    common = {"seed": seed, "min_partition_size": cfg.min_partition_size}
+    if cfg.scheme == "iid":
+        return iid_partition(labels, cfg.n_clients, **common)
+    if cfg.scheme == "dirichlet":
+        return dirichlet_partition(labels, cfg.n_clients, alpha=cfg.alpha, scheme=cfg.dirichlet_scheme,
+                                   balance=cfg.balance or None, max_retries=cfg.max_retries,
+                                   unlabelled=cfg.unlabelled, **common)
+    if cfg.scheme == "quantity":
+        return quantity_partition(labels, cfg.n_clients, distribution=cfg.distribution, beta=cfg.beta,
+                                  sigma=cfg.sigma, **common)
+    return natural_partition(labels, sites=sites, **common)
