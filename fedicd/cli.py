@@ -2,7 +2,7 @@
 
     fedicd prepare  CONFIG --out DIR              load notes, save DIR/notes.jsonl.gz (+ ground truth)
     fedicd embed    CONFIG --out DIR              embed every note (cached), save vectors
-    fedicd train    CONFIG --out DIR              = run with training.mode central
+    fedicd train    CONFIG --out DIR              train a head centrally (same as run for now)
     fedicd evaluate RUN_DIR                       re-score a saved run on its config's test split
     fedicd partition CONFIG --out DIR             partition the training notes → DIR/partition.json
     fedicd run      CONFIG --out DIR              one experiment from a TOML config
@@ -24,8 +24,7 @@ __all__ = ["main", "build_parser"]
 
 log = logging.getLogger("fedicd")
 
-DEMO_OVERRIDES = ("name=\"demo\"", "data.source=\"synthetic\"", "data.n_notes=1500", "data.min_train_count=10",
-                  "train.epochs=20")
+DEMO_CONFIG = Path(__file__).resolve().parent / "resources" / "demo.toml"
 
 TABLE_KEYS = ("micro_f1", "macro_f1", "micro_precision", "micro_recall", "macro_precision", "macro_recall",
               "top10_f1", "top50_f1", "p_at_5", "p_at_8", "p_at_15", "micro_auc", "macro_auc")
@@ -70,11 +69,11 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _cmd_run(args: argparse.Namespace, overrides: Sequence[str] = ()) -> int:
+def _cmd_run(args: argparse.Namespace) -> int:
     from fedicd.config import load_config
     from fedicd.experiment import run_experiment
 
-    cfg = load_config(getattr(args, "config", None), [*overrides, *args.overrides])
+    cfg = load_config(getattr(args, "config", DEMO_CONFIG), args.overrides)
     results = run_experiment(cfg, args.out)
     print(format_table(results))
     emb = results["embedding"]
@@ -86,14 +85,11 @@ def _cmd_run(args: argparse.Namespace, overrides: Sequence[str] = ()) -> int:
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from fedicd.config import load_config
-    from fedicd.data.sources import load_notes
-    from fedicd.data.synthetic import SyntheticConfig, generate_synthetic
+    from fedicd.data.sources import load_notes, synthetic_corpus
 
     cfg = load_config(args.config, args.overrides)
     if cfg.data.source == "synthetic":  # keep the planted identifiers' ground truth beside the notes
-        d = cfg.data
-        corpus = generate_synthetic(SyntheticConfig(n_notes=d.n_notes, n_sites=d.n_sites, n_codes=d.n_codes,
-                                                    seed=cfg.seed))
+        corpus = synthetic_corpus(cfg.data, cfg.seed)
         corpus.save(args.out)
         notes = corpus.notes
     else:
@@ -153,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     handlers = {"run": _cmd_run, "train": _cmd_run, "prepare": _cmd_prepare, "embed": _cmd_embed,
-                "evaluate": _cmd_evaluate, "partition": _cmd_partition, "demo": lambda a: _cmd_run(a, DEMO_OVERRIDES)}
+                "evaluate": _cmd_evaluate, "partition": _cmd_partition, "demo": _cmd_run}
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError) as exc:

@@ -38,17 +38,21 @@ class DataConfig:
 
     Source options apply to their source only: ``path`` (all but synthetic),
     ``language``/``codes`` (codiesp), ``hosp_path``/``icd_version``/
-    ``include_procedures``/``split_file`` (mimic), the ``*_column`` options
-    (tabular), ``n_notes``/``n_sites``/``n_codes`` (synthetic).
+    ``include_procedures``/``split_file``/``split_id_column``/``split_match_on``
+    (mimic; the split file's split column is ``split_column``, default
+    ``"split"``), the ``*_column`` options (tabular), ``n_notes``/``n_sites``/
+    ``n_codes`` (synthetic).
 
-    Label rules: ``min_per_client × n_clients`` is the paper's global rule
-    (0 disables it); ``min_train_count`` keeps codes with at least that many
-    *training* notes (the label space is fitted on train only).
+    Label rules: ``min_per_client × n_clients`` is the paper's rule, applied to
+    the whole corpus before splitting as in the paper (0 disables it);
+    ``min_train_count`` keeps codes with at least that many *training* notes
+    (the binarizer is fitted on training notes only).
 
     Splits: ``"official"`` uses the source's split column, training on
-    ``train_parts``; when ``"val"`` is among them, a stratified
-    ``val_fraction`` of the training notes is held out for threshold choice.
-    ``"stratified"`` draws ``fractions`` by iterative stratification.
+    ``train_parts``; when ``"val"`` is among them, or the source has no val
+    notes, a stratified ``val_fraction`` of the training notes is held out for
+    the threshold choice. ``"stratified"`` draws ``fractions`` by iterative
+    stratification.
     """
 
     source: str = "synthetic"
@@ -59,6 +63,8 @@ class DataConfig:
     icd_version: int = 10
     include_procedures: bool = False
     split_file: str | None = None
+    split_id_column: str = "note_id"
+    split_match_on: str = "note_id"
     text_column: str = "text"
     codes_column: str = "codes"
     codes_delimiter: str = ","
@@ -106,6 +112,14 @@ class ExperimentConfig:
     embedding: EmbedConfig = field(default_factory=EmbedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"name must be a non-empty string, got {self.name!r}")
+        if self.train.seed is None:  # head init and shuffling follow the experiment seed by default
+            object.__setattr__(self, "train", dataclasses.replace(self.train, seed=self.seed))
 
 
 _SECTIONS = {"data": DataConfig, "embedding": EmbedConfig, "train": TrainConfig, "partition": PartitionConfig}
@@ -160,6 +174,8 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         target = out
         for part in path:
             target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
         target[leaf] = value
     return out
 

@@ -16,7 +16,7 @@ import torch
 from fedicd.config import config_from_dict
 from fedicd.data.labels import load_binarizer, transform_codes
 from fedicd.embed import embed_texts
-from fedicd.experiment import prepare_data
+from fedicd.experiment import ids_digest, prepare_data
 from fedicd.metrics import compute_metrics, top_k_labels
 from fedicd.scaling import load_scaler
 from fedicd.train import TrainConfig, predict_proba
@@ -47,6 +47,10 @@ def evaluate_run(run_dir: str | Path, *, part: str = "test") -> dict[str, float]
         raise ValueError(f"label space rebuilt from {run_dir / 'config.json'} differs from the saved "
                          f"{run_dir / 'labels.json'}: the data or label rules changed since the run")
     idx = data.parts[part]
+    saved_digest = results.get("split_digests", {}).get(part)
+    if saved_digest is not None and saved_digest != ids_digest([data.notes.ids[i] for i in idx]):
+        raise ValueError(f"the {part} notes rebuilt from {run_dir / 'config.json'} are not the ones the run was "
+                         "scored on: the data or split changed since the run")
     vectors = embed_texts([data.notes.texts[i] for i in idx], cfg.embedding, cache_dir=cfg.cache_dir,
                           progress=False).vectors
     x = load_scaler(run_dir / "scaler.npz").transform(vectors).astype(np.float32)

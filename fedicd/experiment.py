@@ -7,6 +7,7 @@ val and test, the resolved config, the load summary, timings, versions),
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import platform
@@ -28,7 +29,7 @@ from fedicd.metrics import choose_threshold, compute_metrics, top_k_labels
 from fedicd.scaling import save_scaler
 from fedicd.train import predict_proba, train_central
 
-__all__ = ["PreparedData", "prepare_data", "embed_parts", "run_experiment", "save_model"]
+__all__ = ["PreparedData", "prepare_data", "embed_parts", "run_experiment", "save_model", "ids_digest"]
 
 log = logging.getLogger(__name__)
 PARTS = ("train", "val", "test")
@@ -104,6 +105,11 @@ def embed_parts(data: PreparedData, cfg: ExperimentConfig) -> tuple[dict[str, np
     return feats, info, scaler
 
 
+def ids_digest(ids: list[str]) -> str:
+    """sha256 of a list of note ids (to check a split is rebuilt identically)."""
+    return hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest()
+
+
 def save_model(model: torch.nn.Module, cfg: ExperimentConfig, input_dim: int, n_labels: int, path: Path) -> None:
     torch.save({"state_dict": model.state_dict(), "train_config": config_to_dict(cfg)["train"],
                 "input_dim": input_dim, "n_labels": n_labels}, path)
@@ -137,6 +143,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path) -> dict:
                for p in ("val", "test")}
     results = {"name": cfg.name, "training_mode": "central", "val": metrics["val"], "test": metrics["test"],
                "history": trained.history, "labels": data.label_info, "embedding": embed_info,
+               "split_digests": {p: ids_digest([data.notes.ids[i] for i in idx]) for p, idx in data.parts.items()},
                "load_summary": data.notes.summary.to_dict(),
                "seconds": {"data": t1 - t0, "embed": t2 - t1, "train": trained.seconds,
                            "total": time.perf_counter() - t0},

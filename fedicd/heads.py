@@ -108,6 +108,9 @@ class DeepResMLP(nn.Module):
 HEADS: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "deep_mlp": DeepMLP, "deep_res_mlp": DeepResMLP}
 
 
+_ONE_WIDTH = ("mlp", "deep_res_mlp")
+
+
 def build_head(name: str, input_dim: int, n_labels: int, **kwargs) -> nn.Module:
     """Construct a head by registry name (``mlp``, ``deep_mlp``, ``deep_res_mlp``)."""
     if name not in HEADS:
@@ -115,6 +118,10 @@ def build_head(name: str, input_dim: int, n_labels: int, **kwargs) -> nn.Module:
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if "hidden" in kwargs:
         kwargs["hidden"] = tuple(kwargs["hidden"])
+        if (name in _ONE_WIDTH and len(kwargs["hidden"]) != 1) or not kwargs["hidden"] \
+                or min(kwargs["hidden"]) < 1:
+            rule = "exactly one width" if name in _ONE_WIDTH else "one or more widths"
+            raise ValueError(f"hidden for head {name!r} takes {rule} >= 1, got {list(kwargs['hidden'])}")
     return HEADS[name](input_dim, n_labels, **kwargs)
 
 

@@ -4,12 +4,14 @@ Paper protocol (Xu & Dray, 2025): AdamW (lr 1e-3, weight decay 1e-5), cosine
 schedule over 20 epochs, dropout 0.1, HybridLoss. Training is seeded and
 deterministic on CPU: initialisation and shuffling draw from generators seeded
 by ``TrainConfig.seed`` inside :func:`torch.random.fork_rng`, so the caller's
-global RNG state is neither used nor changed.
+global CPU RNG state is neither used nor changed. In an experiment,
+``train.seed`` defaults to the experiment's ``seed``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 import numpy as np
@@ -40,7 +42,7 @@ class TrainConfig:
     focal_alpha: float = 0.35
     focal_gamma: float = 2.0
     bce_weight: float = 0.5
-    seed: int = 0
+    seed: int | None = None
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -51,6 +53,14 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0 and weight_decay >= 0, got lr={self.lr}, weight_decay={self.weight_decay}")
         if self.hidden is not None:
             object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
+        with torch.random.fork_rng(devices=[]):  # a throw-away build checks head, norm, dropout, widths now
+            self.build(4, 2)
+
+    @property
+    def resolved_seed(self) -> int:
+        return 0 if self.seed is None else int(self.seed)
 
     def build(self, input_dim: int, n_labels: int) -> nn.Module:
         return build_head(self.head, input_dim, n_labels, hidden=self.hidden, norm=self.norm, dropout=self.dropout)
@@ -75,6 +85,8 @@ def _as_tensors(x: np.ndarray, y: np.ndarray, name: str) -> tuple[torch.Tensor, 
         raise ShapeError(f"{name}: no rows")
     if not np.isfinite(x).all():
         raise ShapeError(f"{name}: features contain {int((~np.isfinite(x)).sum())} NaN/Inf values")
+    if not np.isin(y, (0, 1)).all():
+        raise ShapeError(f"{name}: labels must be 0/1 (found {np.unique(y[~np.isin(y, (0, 1))])[:5].tolist()})")
     return torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
 
 
@@ -127,9 +139,9 @@ def train_central(x_train: np.ndarray, y_train: np.ndarray, config: TrainConfig 
     val = _as_tensors(x_val, y_val, "val") if x_val is not None else None
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.resolved_seed)
         model = config.build(xt.shape[1], yt.shape[1]).to(config.device)
-        gen = torch.Generator().manual_seed(config.seed + 1)
+        gen = torch.Generator().manual_seed(config.resolved_seed + 1)
         opt, sched = make_optimizer(model, config, config.epochs)
         loss_fn = config.loss()
         result = TrainResult(model=model)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from fedicd.cli import main
+from fedicd.cli import DEMO_CONFIG, main
 from fedicd.config import load_config
 from fedicd.data.synthetic import SyntheticCorpus
 from fedicd.experiment import prepare_data
@@ -20,7 +20,7 @@ SMALL = ["data.n_notes=80", "data.n_codes=40", "data.min_train_count=3", "train.
 def small_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     cache = root / "cache"
-    args = ["run", "experiments/configs/demo.toml", "--out", str(root / "a"), *sum((["--set", s] for s in SMALL), []),
+    args = ["run", str(DEMO_CONFIG), "--out", str(root / "a"), *sum((["--set", s] for s in SMALL), []),
             "--set", f'cache_dir="{cache}"']
     assert main(args) == 0
     return root, args
@@ -60,7 +60,7 @@ def test_evaluate_rescores_saved_run_identically(small_run, capsys):
 
 def test_train_split_is_fitted_on_train_only(small_run):
     root, _ = small_run
-    cfg = load_config("experiments/configs/demo.toml", SMALL)
+    cfg = load_config(str(DEMO_CONFIG), SMALL)
     data = prepare_data(cfg)
     train_counts = data.labels["train"].sum(axis=0)
     assert train_counts.min() >= 3  # min_train_count applies to training notes
@@ -71,18 +71,18 @@ def test_train_split_is_fitted_on_train_only(small_run):
 def test_prepare_and_embed_stages(small_run, tmp_path, capsys):
     root, _ = small_run  # same embedding settings and cache: the embed stage re-uses the run's vectors
     sets = sum((["--set", s] for s in [*SMALL, f'cache_dir="{root / "cache"}"']), [])
-    assert main(["prepare", "experiments/configs/demo.toml", "--out", str(tmp_path / "p"), *sets]) == 0
+    assert main(["prepare", str(DEMO_CONFIG), "--out", str(tmp_path / "p"), *sets]) == 0
     corpus = SyntheticCorpus.load(tmp_path / "p")
     assert len(corpus.notes) == len(corpus.identifiers) == 80
     assert corpus.identifiers[0].last_name in corpus.notes.texts[0]
-    assert main(["embed", "experiments/configs/demo.toml", "--out", str(tmp_path / "e"), *sets]) == 0
+    assert main(["embed", str(DEMO_CONFIG), "--out", str(tmp_path / "e"), *sets]) == 0
     vectors = np.load(tmp_path / "e" / "embeddings.npy")
     assert vectors.shape == (80, 384) and np.isfinite(vectors).all()
     assert "80 from cache" in capsys.readouterr().out
 
 
 def test_config_errors_exit_2_with_message(capsys):
-    assert main(["run", "experiments/configs/demo.toml", "--out", "/tmp/x", "--set", "train.epoch=3"]) == 2
+    assert main(["run", str(DEMO_CONFIG), "--out", "/tmp/x", "--set", "train.epoch=3"]) == 2
     assert "unknown key(s) ['epoch'] in [train]" in capsys.readouterr().err
 
 
@@ -93,7 +93,7 @@ def test_partition_command_writes_manifest_covering_training_notes(small_run, tm
     sets = sum((["--set", s] for s in [*SMALL, f'cache_dir="{root / "cache"}"', 'partition.scheme="dirichlet"',
                                         "partition.n_clients=4", "partition.alpha=0.5", "partition.min_per_client=1",
                                         'partition.unlabelled="uniform"']), [])
-    assert main(["partition", "experiments/configs/demo.toml", "--out", str(tmp_path), *sets]) == 0
+    assert main(["partition", str(DEMO_CONFIG), "--out", str(tmp_path), *sets]) == 0
     partition, doc = read_manifest(tmp_path / "partition.json")
     results = json.loads((root / "a" / "results.json").read_text())
     assert doc["n_notes"] == results["labels"]["train_notes"] and partition.n_clients == 4

@@ -3,6 +3,10 @@
 The paper (Xu & Dray, 2025, Sec. 3) keeps codes with at least 10 notes per
 client over 20 clients, i.e. >= 200 notes overall, and drops notes left with no
 code. :func:`filter_rare_codes` applies that rule and counts what it removed.
+Like the paper, it counts codes over the whole corpus before any split: which
+codes are frequent is decided with test notes included (no note's own labels
+reach training, but the label space is not train-only). ``min_train_count``
+in :class:`fedicd.config.DataConfig` is the train-only alternative.
 The :class:`~sklearn.preprocessing.MultiLabelBinarizer` is fitted on the
 training notes only and saved beside the model.
 """
@@ -18,7 +22,7 @@ from sklearn.preprocessing import MultiLabelBinarizer
 
 from fedicd.data.notes import CodedNotes
 
-__all__ = ["filter_rare_codes", "roll_up", "roll_up_notes", "fit_binarizer", "save_binarizer",
+__all__ = ["filter_rare_codes", "roll_up", "roll_up_notes", "fit_binarizer", "transform_codes", "save_binarizer",
            "load_binarizer", "Granularity"]
 
 Granularity = Literal["full", "category", "chapter"]
@@ -38,7 +42,7 @@ def filter_rare_codes(notes: CodedNotes, *, min_count: int) -> CodedNotes:
     kept_idx = [i for i, cs in enumerate(new_codes) if cs]
     out = notes.subset(kept_idx)
     out.codes = [new_codes[i] for i in kept_idx]
-    summary = notes.summary
+    summary = notes.summary.copy()  # the input's summary stays as it was
     summary.drop("no_codes_after_filter", len(notes) - len(kept_idx))
     summary.info.update({"codes_before": len(counts), "codes_kept": len(keep), "min_code_count": min_count})
     out.summary = summary

@@ -46,6 +46,9 @@ class LoadSummary:
     dropped: dict[str, int] = field(default_factory=dict)
     info: dict[str, int | float | str] = field(default_factory=dict)
 
+    def copy(self) -> "LoadSummary":
+        return LoadSummary.from_dict(self.to_dict())
+
     def drop(self, reason: str, count: int = 1) -> None:
         """Count ``count`` notes dropped for ``reason``."""
         if count:
@@ -125,6 +128,10 @@ class CodedNotes:
         for i, (nid, text) in enumerate(zip(self.ids, self.texts)):
             if not isinstance(text, str) or not text.strip():
                 raise DataFormatError(f"note {nid!r} has empty text", source=self.summary.source, row=i + 1)
+        for i, cs in enumerate(self.codes):
+            if not isinstance(cs, tuple) or not all(isinstance(c, str) and c.strip() for c in cs):
+                raise DataFormatError(f"note {self.ids[i]!r}: codes must be a tuple of non-empty strings, got {cs!r}",
+                                      source=self.summary.source, row=i + 1)
         bad_versions = set(self.icd_version) - {9, 10}
         if bad_versions:
             raise DataFormatError(f"icd_version must be 9 or 10, found {sorted(bad_versions)}",
@@ -206,6 +213,9 @@ def _parse_record(line: str, path: Path, lineno: int) -> dict:
     for key in ("id", "text", "codes", "icd_version"):
         if key not in rec:
             raise DataFormatError(f"record lacks field {key!r}", source=str(path), row=lineno)
+    if not isinstance(rec["codes"], list):
+        raise DataFormatError(f"field 'codes' must be a JSON list, got {type(rec['codes']).__name__}",
+                              source=str(path), row=lineno)
     return rec
 
 

@@ -9,14 +9,19 @@ from fedicd.data.notes import CodedNotes
 if TYPE_CHECKING:
     from fedicd.config import DataConfig
 
-__all__ = ["load_notes"]
+__all__ = ["load_notes", "synthetic_corpus"]
 
 
-def _synthetic(cfg: "DataConfig", seed: int) -> CodedNotes:
+def synthetic_corpus(cfg: "DataConfig", seed: int):
+    """The :class:`~fedicd.data.synthetic.SyntheticCorpus` a config describes (notes + ground truth)."""
     from fedicd.data.synthetic import SyntheticConfig, generate_synthetic
 
     return generate_synthetic(SyntheticConfig(n_notes=cfg.n_notes, n_sites=cfg.n_sites, n_codes=cfg.n_codes,
-                                              seed=seed)).notes
+                                              seed=seed))
+
+
+def _synthetic(cfg: "DataConfig", seed: int) -> CodedNotes:
+    return synthetic_corpus(cfg, seed).notes
 
 
 def _codiesp(cfg: "DataConfig", seed: int) -> CodedNotes:
@@ -29,8 +34,9 @@ def _mimic(cfg: "DataConfig", seed: int) -> CodedNotes:
     from fedicd.data.mimic import load_mimic
 
     return load_mimic(cfg.path, hosp_root=cfg.hosp_path, icd_version=cfg.icd_version,
-                      include_procedures=cfg.include_procedures, min_per_client=0,
-                      split_file=cfg.split_file)
+                      include_procedures=cfg.include_procedures, min_per_client=0, split_file=cfg.split_file,
+                      split_id_column=cfg.split_id_column, split_column=cfg.split_column or "split",
+                      split_match_on=cfg.split_match_on)
 
 
 def _tabular(cfg: "DataConfig", seed: int) -> CodedNotes:
@@ -52,7 +58,7 @@ def load_notes(cfg: "DataConfig", *, seed: int = 0) -> CodedNotes:
     """Load the notes ``cfg`` names (no label filtering or splitting yet).
 
     The paper's global frequency rule is applied later, in one place for every
-    source (:func:`fedicd.experiment.prepare_labels`).
+    source (:func:`fedicd.experiment.prepare_data`).
     """
     if cfg.source not in _LOADERS:
         raise ValueError(f"unknown data source {cfg.source!r}; choose one of {sorted(_LOADERS)}")

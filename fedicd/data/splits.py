@@ -3,7 +3,7 @@
 Uses ``iterative-stratification`` (Sechidis et al., 2011, as implemented in
 ``iterstrat.ml_stratifiers``): first train vs. the rest, then the rest into val
 and test. The paper's ablation uses 10 repeated random stratified splits;
-:func:`repeated_splits` gives them for seeds ``seed .. seed+9``.
+:func:`repeated_splits` gives them for seeds ``seed + 1000·k``, k = 0..9.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def stratified_split(labels: np.ndarray, *, fractions: Sequence[float] = (0.7, 0
 
 def repeated_splits(labels: np.ndarray, *, n_repeats: int = 10, seed: int = 0,
                     fractions: Sequence[float] = (0.7, 0.15, 0.15)) -> list[dict[str, np.ndarray]]:
-    """The paper's repeated random stratified splits: one per seed ``seed + k``."""
+    """The paper's repeated random stratified splits: one per seed ``seed + 1000·k``."""
     if n_repeats < 1:
         raise ValueError(f"n_repeats must be >= 1, got {n_repeats}")
     return [stratified_split(labels, fractions=fractions, seed=seed + 1000 * k) for k in range(n_repeats)]
