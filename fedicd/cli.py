@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         _add_common(p)
         p.add_argument("--out", type=Path, required=True, help="output directory")
+        if name == "run":
+            p.add_argument("--resume", action="store_true", help="continue a crashed federated run in --out")
     p = sub.add_parser("evaluate", help="re-score a saved run on its test split")
     p.add_argument("run_dir", type=Path)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -71,9 +73,21 @@ def format_table(results: dict) -> str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from fedicd.config import load_config
-    from fedicd.experiment import run_experiment
 
     cfg = load_config(getattr(args, "config", DEMO_CONFIG), args.overrides)
+    if cfg.train.mode == "federated":
+        from fedicd.federated.simulation import run_federated
+
+        results = run_federated(cfg, args.out, resume=getattr(args, "resume", False))
+        print(format_table(results))
+        print(f"federated: {cfg.federated.rounds} rounds of {cfg.federated.strategy} over "
+              f"{len(results['client_sizes'])} clients; {results['seconds']['simulation']:.1f} s")
+        print(f"results: {Path(args.out) / 'results.json'}")
+        return 0
+    if getattr(args, "resume", False):
+        raise ValueError("--resume applies to federated runs (train.mode = 'federated') only")
+    from fedicd.experiment import run_experiment
+
     results = run_experiment(cfg, args.out)
     print(format_table(results))
     emb = results["embedding"]
@@ -152,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "evaluate": _cmd_evaluate, "partition": _cmd_partition, "demo": _cmd_run}
     try:
         return handlers[args.command](args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"fedicd {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,10 +1,11 @@
 """Experiment configuration: TOML → frozen dataclasses, checked before any work.
 
 A config file has top-level keys (``name``, ``seed``, ``cache_dir``) and the
-sections ``[data]``, ``[embedding]``, ``[train]`` and ``[partition]``; each
-section maps onto one dataclass (:class:`DataConfig`,
-:class:`fedicd.embed.EmbedConfig`, :class:`fedicd.train.TrainConfig`,
-:class:`fedicd.partition.config.PartitionConfig`). Unknown keys are errors, and
+sections ``[data]``, ``[embedding]``, ``[train]`` (alias ``[training]``),
+``[partition]`` and ``[federated]``; each section maps onto one dataclass
+(:class:`DataConfig`, :class:`fedicd.embed.EmbedConfig`,
+:class:`fedicd.train.TrainConfig`, :class:`fedicd.partition.config.PartitionConfig`,
+:class:`fedicd.federated.config.FedConfig`). Unknown keys are errors, and
 ``--set section.key=value`` overrides are parsed as TOML values.
 """
 
@@ -23,6 +24,7 @@ else:  # pragma: no cover
 
 from fedicd.embed import EmbedConfig
 from fedicd.errors import ConfigError
+from fedicd.federated.config import FedConfig
 from fedicd.partition.config import PartitionConfig
 from fedicd.train import TrainConfig
 
@@ -112,6 +114,7 @@ class ExperimentConfig:
     embedding: EmbedConfig = field(default_factory=EmbedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
+    federated: FedConfig = field(default_factory=FedConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -122,7 +125,8 @@ class ExperimentConfig:
             object.__setattr__(self, "train", dataclasses.replace(self.train, seed=self.seed))
 
 
-_SECTIONS = {"data": DataConfig, "embedding": EmbedConfig, "train": TrainConfig, "partition": PartitionConfig}
+_SECTIONS = {"data": DataConfig, "embedding": EmbedConfig, "train": TrainConfig, "partition": PartitionConfig,
+             "federated": FedConfig}
 
 
 def _choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -145,7 +149,14 @@ def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
 
 
 def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
-    """Build an :class:`ExperimentConfig` from a parsed TOML mapping (unknown keys raise)."""
+    """Build an :class:`ExperimentConfig` from a parsed TOML mapping (unknown keys raise).
+
+    ``[training]`` is accepted as another name for ``[train]`` (``training.mode``).
+    """
+    if "training" in raw:
+        if "train" in raw:
+            raise ConfigError("give either [train] or [training], not both")
+        raw = {("train" if k == "training" else k): v for k, v in raw.items()}
     top = {f.name for f in dataclasses.fields(ExperimentConfig)} - set(_SECTIONS)
     unknown = sorted(set(raw) - top - set(_SECTIONS))
     if unknown:

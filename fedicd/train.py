@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Head and optimisation settings (defaults: the paper's)."""
 
+    mode: str = "central"
     head: str = "mlp"
     hidden: tuple[int, ...] | None = None
     norm: str | None = None
@@ -53,6 +54,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0 and weight_decay >= 0, got lr={self.lr}, weight_decay={self.weight_decay}")
         if self.hidden is not None:
             object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.mode not in ("central", "federated"):
+            raise ValueError(f"mode must be 'central' or 'federated', got {self.mode!r}")
         if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
             raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
         with torch.random.fork_rng(devices=[]):  # a throw-away build checks head, norm, dropout, widths now

@@ -1,0 +1,97 @@
+"""Message handling of the ClientApp: decode the round's instructions, train or evaluate, reply.
+
+SCAFFOLD's client control ``c_i`` is client state: it is kept in the client's
+own directory (``<run_dir>/clients/<partition-id>/scaffold_c_i.npz``), so it
+survives a restart and never travels; only ``c_i⁺ − c_i`` is sent.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import Message, MetricRecord, RecordDict
+
+from fedicd.federated.client import LocalTrainConfig, build_model, evaluate_local, local_train
+from fedicd.federated.data import load_client_data
+from fedicd.federated.faults import inject_fault, should_fail
+from fedicd.federated.records import from_record, to_record
+from fedicd.train import TrainConfig
+
+__all__ = ["handle_train", "handle_evaluate"]
+
+
+@functools.lru_cache(maxsize=8)
+def _train_config(items: tuple) -> TrainConfig:
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in items})
+
+
+def _cfg(meta: dict) -> TrainConfig:
+    return _train_config(tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in meta["train"].items())))
+
+
+def _control_path(run_dir: Path, pid: int) -> Path:
+    return run_dir / "clients" / str(pid) / "scaffold_c_i.npz"
+
+
+def _load_control(run_dir: Path, pid: int, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    path = _control_path(run_dir, pid)
+    if not path.exists():
+        return {k: torch.zeros_like(v) for k, v in like.items()}
+    with np.load(path) as z:
+        return {k: torch.as_tensor(z[k]) for k in like}
+
+
+def _save_control(run_dir: Path, pid: int, control: dict[str, torch.Tensor], server_round: int) -> None:
+    path = _control_path(run_dir, pid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"tmp-{server_round}.npz")
+    np.savez(tmp, **{k: v.numpy() for k, v in control.items()})
+    tmp.replace(path)
+
+
+def _scaffold(msg: Message, model, data, cfg: TrainConfig, run_dir: Path, pid: int, rnd: int):
+    """(c, c_i, new control record) for SCAFFOLD rounds, or Nones."""
+    from fedicd.strategies.scaffold import SERVER_CONTROL_KEY, scaffold_client_control
+
+    if SERVER_CONTROL_KEY not in msg.content.array_records:
+        return None, None, None
+    c = {k: torch.as_tensor(v) for k, v in from_record(msg.content[SERVER_CONTROL_KEY]).items()}
+    c_i = _load_control(run_dir, pid, c)
+    c_new = scaffold_client_control(model, torch.as_tensor(data.x_train), torch.as_tensor(data.y_train), cfg.loss())
+    return c, c_i, c_new
+
+
+def handle_train(msg: Message, run_dir: Path, meta: dict, pid: int) -> Message:
+    from fedicd.strategies.scaffold import DELTA_CONTROL_KEY
+
+    cfg, fed = _cfg(meta), meta["federated"]
+    rnd = int(msg.content["config"]["server-round"])
+    data = load_client_data(run_dir, pid)
+    model = build_model(cfg, meta["input_dim"], meta["n_labels"], msg.content["arrays"])
+    c, c_i, c_new = _scaffold(msg, model, data, cfg, run_dir, pid, rnd)
+    local = LocalTrainConfig(server_round=rnd, total_rounds=fed["rounds"], local_epochs=fed["local_epochs"],
+                             partition_id=pid, seed=meta["seed"],
+                             proximal_mu=float(msg.content["config"].get("proximal-mu", 0.0)))
+    loss = local_train(model, data, cfg, local, scaffold_c=c, scaffold_c_i=c_i)
+    arrays = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    if should_fail(fed, pid, rnd):
+        arrays = inject_fault(fed["fault_kind"], arrays, pid)
+    content = RecordDict({"arrays": to_record(arrays),
+                          "metrics": MetricRecord({"num-examples": len(data.x_train), "train_loss": loss,
+                                                   "partition-id": pid})})
+    if c_new is not None:
+        content[DELTA_CONTROL_KEY] = to_record({k: (c_new[k] - c_i[k]).numpy() for k in c_new})
+        _save_control(run_dir, pid, c_new, rnd)
+    return Message(content=content, reply_to=msg)
+
+
+def handle_evaluate(msg: Message, run_dir: Path, meta: dict, pid: int) -> Message:
+    cfg = _cfg(meta)
+    data = load_client_data(run_dir, pid)
+    model = build_model(cfg, meta["input_dim"], meta["n_labels"], msg.content["arrays"])
+    metrics = evaluate_local(model, data, cfg)
+    return Message(content=RecordDict({"metrics": MetricRecord({"num-examples": len(data.x_val), **metrics})}),
+                   reply_to=msg)

@@ -1,0 +1,76 @@
+"""``[federated]`` config section: rounds, strategy, sampling, faults (paper defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fedicd.errors import ConfigError
+
+__all__ = ["FedConfig", "FAULT_KINDS"]
+
+FAULT_KINDS = ("raise", "nan", "shape")
+
+
+@dataclass(frozen=True)
+class FedConfig:
+    """Federated training settings (Xu & Dray, 2025: 20 clients, 100 rounds, FedAvg).
+
+    ``min_available``, ``min_train``, ``min_evaluate`` = 0 derive the paper's
+    ratios from the number of clients K: K/2, K/2 and K/4 (10, 10, 5 for 20).
+    The clients themselves come from ``[partition]``.
+
+    ``fault_clients`` / ``fault_kind`` / ``fault_rounds`` inject misbehaving
+    clients for robustness studies: ``"raise"`` (the client crashes),
+    ``"nan"`` (its update carries NaN), ``"shape"`` (an array of the wrong
+    shape); ``fault_rounds`` empty means every round.
+    """
+
+    rounds: int = 100
+    strategy: str = "fedavg"
+    local_epochs: int = 1
+    fraction_train: float = 1.0
+    fraction_evaluate: float = 0.5
+    min_available: int = 0
+    min_train: int = 0
+    min_evaluate: int = 0
+    proximal_mu: float = 0.01
+    server_lr: float = 1.0
+    server_momentum: float = 0.9
+    eta: float = 1e-2
+    eta_l: float = 1e-3
+    beta_1: float = 0.9
+    beta_2: float = 0.99
+    tau: float = 1e-3
+    validate_updates: bool = True
+    total_cpus: int = 2
+    client_cpus: float = 1.0
+    timeout_s: float = 3600.0
+    checkpoint_every: int = 1
+    fault_clients: tuple[int, ...] = ()
+    fault_kind: str = "raise"
+    fault_rounds: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "local_epochs", "total_cpus", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"federated.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("fraction_train", "fraction_evaluate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"federated.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.fault_kind not in FAULT_KINDS:
+            raise ConfigError(f"federated.fault_kind must be one of {list(FAULT_KINDS)}, got {self.fault_kind!r}")
+        if not 0 < self.client_cpus <= self.total_cpus:
+            raise ConfigError(f"federated.client_cpus must be in (0, total_cpus={self.total_cpus}], "
+                              f"got {self.client_cpus}")
+        object.__setattr__(self, "fault_clients", tuple(int(c) for c in self.fault_clients))
+        object.__setattr__(self, "fault_rounds", tuple(int(r) for r in self.fault_rounds))
+
+    def node_minimums(self, n_clients: int) -> tuple[int, int, int]:
+        """(min_available, min_train, min_evaluate), derived or checked against ``n_clients``."""
+        derived = (max(1, n_clients // 2), max(1, n_clients // 2), max(1, n_clients // 4))
+        values = tuple(v or d for v, d in zip((self.min_available, self.min_train, self.min_evaluate), derived))
+        for name, v in zip(("min_available", "min_train", "min_evaluate"), values):
+            if v > n_clients:
+                raise ConfigError(f"federated.{name}={v} exceeds the {n_clients} clients of the partition; "
+                                  "the round would wait forever")
+        return values  # type: ignore[return-value]

