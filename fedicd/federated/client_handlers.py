@@ -8,6 +8,7 @@ survives a restart and never travels; only ``c_i⁺ − c_i`` is sent.
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 
 import numpy as np
@@ -75,13 +76,15 @@ def handle_train(msg: Message, run_dir: Path, meta: dict, pid: int) -> Message:
     local = LocalTrainConfig(server_round=rnd, total_rounds=fed["rounds"], local_epochs=fed["local_epochs"],
                              partition_id=pid, seed=meta["seed"],
                              proximal_mu=float(msg.content["config"].get("proximal-mu", 0.0)))
+    t0 = time.perf_counter()
     loss = local_train(model, data, cfg, local, scaffold_c=c, scaffold_c_i=c_i)
+    seconds = time.perf_counter() - t0
     arrays = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     if should_fail(fed, pid, rnd):
         arrays = inject_fault(fed["fault_kind"], arrays, pid)
     content = RecordDict({"arrays": to_record(arrays),
                           "metrics": MetricRecord({"num-examples": len(data.x_train), "train_loss": loss,
-                                                   "partition-id": pid})})
+                                                   "train_seconds": seconds, "partition-id": pid})})
     if c_new is not None:
         content[DELTA_CONTROL_KEY] = to_record({k: (c_new[k] - c_i[k]).numpy() for k in c_new})
         _save_control(run_dir, pid, c_new, rnd)

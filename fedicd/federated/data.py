@@ -28,7 +28,7 @@ from fedicd.experiment import PreparedData, embed_parts, prepare_data
 from fedicd.partition import Partition, iid_partition, natural_partition, partition_stats, read_manifest, write_manifest
 from fedicd.partition.config import make_partition
 
-__all__ = ["stage_data", "load_client_data", "load_server_data", "ClientData", "StagedInfo"]
+__all__ = ["stage_data", "stage_arrays", "load_client_data", "load_server_data", "ClientData", "StagedInfo"]
 
 FEATURES = "data/features.npz"
 MANIFEST = "partition.json"
@@ -67,7 +67,6 @@ def _val_partition(cfg: ExperimentConfig, data: PreparedData, n_clients: int, na
 
 def stage_data(cfg: ExperimentConfig, run_dir: str | Path) -> StagedInfo:
     """Prepare features and partitions for ``cfg`` under ``run_dir`` (see module docstring)."""
-    run_dir = Path(run_dir)
     data = prepare_data(cfg)
     feats, embed_info, _ = embed_parts(data, cfg)
     label_set = set(data.binarizer.classes_)
@@ -75,17 +74,34 @@ def stage_data(cfg: ExperimentConfig, run_dir: str | Path) -> StagedInfo:
     labels = [tuple(c for c in data.notes.codes[i] if c in label_set) for i in train]
     sites = [data.notes.sites[i] for i in train] if data.notes.sites is not None else None
     partition = make_partition(cfg.partition, labels, seed=cfg.seed, sites=sites)
+    val_part = _val_partition(cfg, data, partition.n_clients, partition.names)
+    stage_arrays(run_dir, feats, data.labels, partition, val_part, note_ids=[data.notes.ids[i] for i in train],
+                 stats=partition_stats(labels, partition).to_dict())
+    return StagedInfo(n_clients=partition.n_clients, input_dim=feats["train"].shape[1],
+                      n_labels=data.labels["train"].shape[1], data=data, embed_info=embed_info, partition=partition)
+
+
+def stage_arrays(run_dir: str | Path, features: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+                 partition: Partition, val_partition: Partition, *, note_ids: list[str] | None = None,
+                 stats: dict | None = None) -> None:
+    """Write precomputed train/val/test features and labels plus the client partitions under ``run_dir``.
+
+    The entry point for vectors made elsewhere (any encoder, or random vectors
+    in benchmarks); :func:`stage_data` calls it after embedding.
+    """
+    run_dir = Path(run_dir)
+    for part in ("train", "val", "test"):
+        if part not in features or part not in labels or len(features[part]) != len(labels[part]):
+            raise ValueError(f"features and labels must both hold {part!r} with the same number of rows")
     empty = [n for n, idx in zip(partition.names, partition.clients) if len(idx) == 0]
     if empty:
         raise ValueError(f"clients {empty} received no training notes; raise partition.min_partition_size")
-    val_part = _val_partition(cfg, data, partition.n_clients, partition.names)
     (run_dir / "data").mkdir(parents=True, exist_ok=True)
-    np.savez(run_dir / FEATURES, **{f"x_{p}": feats[p] for p in feats}, **{f"y_{p}": data.labels[p] for p in feats})
-    write_manifest(partition, run_dir / MANIFEST, n_notes=len(train), note_ids=[data.notes.ids[i] for i in train],
-                   extra={"stats": partition_stats(labels, partition).to_dict()})
-    write_manifest(val_part, run_dir / VAL_MANIFEST, n_notes=len(data.parts["val"]))
-    return StagedInfo(n_clients=partition.n_clients, input_dim=feats["train"].shape[1],
-                      n_labels=data.labels["train"].shape[1], data=data, embed_info=embed_info, partition=partition)
+    np.savez(run_dir / FEATURES, **{f"x_{p}": features[p] for p in ("train", "val", "test")},
+             **{f"y_{p}": labels[p] for p in ("train", "val", "test")})
+    write_manifest(partition, run_dir / MANIFEST, n_notes=len(features["train"]), note_ids=note_ids,
+                   extra={"stats": stats or {}})
+    write_manifest(val_partition, run_dir / VAL_MANIFEST, n_notes=len(features["val"]))
 
 
 @functools.lru_cache(maxsize=4)
@@ -135,4 +151,9 @@ def read_run_meta(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "run_meta.json"
     if not path.exists():
         raise FileNotFoundError(f"run metadata not found: {path}")
-    return json.loads(path.read_text())
+    return _meta(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _meta(path: str, mtime_ns: int) -> dict:
+    return json.loads(Path(path).read_text())

@@ -24,7 +24,7 @@ from fedicd.federated.data import load_server_data, read_run_meta, stage_data, w
 from fedicd.metrics import choose_threshold, compute_metrics, top_k_labels
 from fedicd.train import predict_proba
 
-__all__ = ["run_federated", "strategy_args"]
+__all__ = ["run_federated", "simulate", "build_meta", "strategy_args"]
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +39,27 @@ def strategy_args(cfg: ExperimentConfig, n_clients: int) -> dict:
             "validate_updates": fed.validate_updates}
 
 
+def build_meta(cfg: ExperimentConfig, *, input_dim: int, n_labels: int, client_sizes: list[int],
+               **extra) -> dict:
+    """The ``run_meta.json`` both apps read: resolved config, model shape, strategy arguments."""
+    resolved = json.loads(json.dumps(config_to_dict(cfg)))
+    return {"config": resolved, "train": resolved["train"], "federated": resolved["federated"], "seed": cfg.seed,
+            "input_dim": input_dim, "n_labels": n_labels, "n_clients": len(client_sizes),
+            "strategy_args": strategy_args(cfg, len(client_sizes)), "client_sizes": client_sizes, **extra}
+
+
 def _stage(cfg: ExperimentConfig, out: Path) -> dict:
     staged = stage_data(cfg, out)
-    resolved = config_to_dict(cfg)
-    meta = {"config": resolved, "train": resolved["train"], "federated": resolved["federated"], "seed": cfg.seed,
-            "input_dim": staged.input_dim, "n_labels": staged.n_labels, "n_clients": staged.n_clients,
-            "strategy_args": strategy_args(cfg, staged.n_clients), "labels": staged.data.label_info,
-            "embedding": staged.embed_info, "client_sizes": staged.partition.sizes,
-            "load_summary": staged.data.notes.summary.to_dict()}
+    meta = build_meta(cfg, input_dim=staged.input_dim, n_labels=staged.n_labels,
+                      client_sizes=staged.partition.sizes, labels=staged.data.label_info,
+                      embedding=staged.embed_info, load_summary=staged.data.notes.summary.to_dict())
     write_run_meta(out, meta)
     return meta
 
 
-def _simulate(out: Path, meta: dict) -> float:
+def simulate(out: str | Path, meta: dict) -> float:
+    """Run the ServerApp and the ClientApps of a staged run directory; returns wall seconds."""
+    out = Path(out)
     from flwr.simulation import run_simulation
 
     from fedicd.federated.client import make_client_app
@@ -81,7 +89,7 @@ def run_federated(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = 
     out.mkdir(parents=True, exist_ok=True)
     if resume:
         meta = read_run_meta(out)
-        if meta["config"] != json.loads(json.dumps(config_to_dict(cfg))):
+        if meta["config"] != build_meta(cfg, input_dim=0, n_labels=0, client_sizes=[0])["config"]:
             raise ValueError(f"--resume: the config differs from the one {out} was started with "
                              f"({out / 'run_meta.json'}); resume with the same config")
     else:
@@ -89,7 +97,7 @@ def run_federated(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = 
             raise ValueError(f"{out} already holds a federated run; use --resume or a new --out")
         meta = _stage(cfg, out)
     try:
-        seconds = _simulate(out, meta)
+        seconds = simulate(out, meta)
     except Exception as exc:
         ckpt = load_checkpoint(out)
         done = 0 if ckpt is None else ckpt["round"]
@@ -117,8 +125,8 @@ def _finalize(cfg: ExperimentConfig, out: Path, meta: dict, ckpt: dict, seconds:
     metrics = {p: compute_metrics(data[f"y_{p}"], probs[p], threshold=threshold, frequent=frequent)
                for p in ("val", "test")}
     results = {"name": cfg.name, "training_mode": "federated", **metrics, "history": ckpt["history"],
-               "rejections": ckpt["rejections"], "labels": meta["labels"], "embedding": meta["embedding"],
-               "client_sizes": meta["client_sizes"], "load_summary": meta["load_summary"],
+               "rejections": ckpt["rejections"], "labels": meta.get("labels"), "embedding": meta.get("embedding"),
+               "client_sizes": meta["client_sizes"], "load_summary": meta.get("load_summary"),
                "seconds": {"simulation": seconds, "rounds": sum(r["seconds"] for r in ckpt["history"])},
                "config": meta["config"]}
     (out / "results.json").write_text(json.dumps(results, indent=2))
