@@ -19,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 
 from fedicd.errors import ShapeError
 
-__all__ = ["compute_metrics", "choose_threshold", "precision_at_k", "top_k_labels", "METRIC_KEYS"]
+__all__ = ["compute_metrics", "f1_scores", "choose_threshold", "precision_at_k", "top_k_labels", "METRIC_KEYS"]
 
 METRIC_KEYS = ("micro_precision", "micro_recall", "micro_f1", "macro_precision", "macro_recall", "macro_f1",
                "top10_f1", "top50_f1", "p_at_5", "p_at_8", "p_at_15", "micro_auc", "macro_auc")
@@ -78,12 +78,21 @@ def _aucs(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     return out
 
 
+def f1_scores(y_true: np.ndarray, scores: np.ndarray, *, threshold: float) -> tuple[float, float]:
+    """(micro-F1, macro-F1) only: the cheap subset for per-round monitoring."""
+    y_true, scores = _check(y_true, scores)
+    y_pred = scores >= threshold
+    return _prf(y_true, y_pred, "micro")[2], _prf(y_true, y_pred, "macro")[2]
+
+
 def compute_metrics(y_true: np.ndarray, scores: np.ndarray, *, threshold: float = 0.5,
-                    frequent: np.ndarray | None = None) -> dict[str, float]:
+                    frequent: np.ndarray | None = None, with_auc: bool = True) -> dict[str, float]:
     """All metrics for probabilities ``scores`` against binary ``y_true`` (both ``[N, C]``).
 
     ``frequent`` is the label order from :func:`top_k_labels` on the training
     labels; without it, frequency in ``y_true`` is used (documented, but biased).
+    ``with_auc=False`` skips the ROC-AUCs, by far the slowest part (one sort per
+    label): per-round monitoring of federated runs uses it.
     """
     y_true, scores = _check(y_true, scores)
     y_pred = (scores >= threshold).astype(np.int8)
@@ -97,7 +106,8 @@ def compute_metrics(y_true: np.ndarray, scores: np.ndarray, *, threshold: float 
         out[f"top{k}_f1"] = _prf(y_true[:, cols], y_pred[:, cols], "micro")[2]
     for k in (5, 8, 15):
         out[f"p_at_{k}"] = precision_at_k(y_true, scores, k)
-    out.update(_aucs(y_true, scores))
+    if with_auc:
+        out.update(_aucs(y_true, scores))
     return out
 
 

@@ -66,3 +66,15 @@ def test_bad_inputs_raise():
         compute_metrics(np.zeros((2, 2)), np.zeros((2, 3)))
     with pytest.raises(ShapeError, match="binary"):
         compute_metrics(np.full((2, 2), 2), np.zeros((2, 2)))
+
+
+def test_monitoring_subset_agrees_with_full_metrics():
+    from fedicd.metrics import f1_scores
+
+    rng = np.random.default_rng(3)
+    y = (rng.random((80, 12)) > 0.7).astype(int)
+    s = rng.random((80, 12))
+    full = compute_metrics(y, s, threshold=0.35)
+    assert f1_scores(y, s, threshold=0.35) == pytest.approx((full["micro_f1"], full["macro_f1"]))
+    light = compute_metrics(y, s, threshold=0.35, with_auc=False)
+    assert "micro_auc" not in light and light["macro_f1"] == full["macro_f1"]

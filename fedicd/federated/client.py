@@ -25,7 +25,7 @@ from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from fedicd.federated.data import ClientData, read_run_meta
-from fedicd.metrics import compute_metrics
+from fedicd.metrics import f1_scores
 from fedicd.train import TrainConfig
 
 __all__ = ["LocalTrainConfig", "local_train", "evaluate_local", "round_lr", "make_client_app", "build_model"]
@@ -111,8 +111,8 @@ def evaluate_local(model: torch.nn.Module, data: ClientData, train_cfg: TrainCon
     model.eval()
     logits = model(torch.as_tensor(data.x_val, dtype=torch.float32))
     loss = float(train_cfg.loss()(logits, torch.as_tensor(data.y_val, dtype=torch.float32)))
-    m = compute_metrics(data.y_val, torch.sigmoid(logits).numpy(), threshold=0.5)
-    return {"eval_loss": loss, "micro_f1": m["micro_f1"], "macro_f1": m["macro_f1"]}
+    micro, macro = f1_scores(data.y_val, torch.sigmoid(logits).numpy(), threshold=0.5)
+    return {"eval_loss": loss, "micro_f1": micro, "macro_f1": macro}
 
 
 def _client_state(context: Context, run_dir: str | None) -> tuple[Path, dict, int]:

@@ -21,8 +21,8 @@ from flwr.serverapp import Grid, ServerApp
 from fedicd.federated.checkpoint import load_checkpoint, save_checkpoint
 from fedicd.federated.data import load_server_data, read_run_meta
 from fedicd.federated.records import from_record, message_bytes, to_record
-from fedicd.metrics import choose_threshold, compute_metrics, top_k_labels
-from fedicd.train import TrainConfig, predict_proba
+from fedicd.metrics import choose_threshold, f1_scores
+from fedicd.train import TrainConfig
 
 __all__ = ["make_server_app", "run_rounds", "initial_arrays", "global_eval"]
 
@@ -50,15 +50,15 @@ def global_eval(train_cfg: TrainConfig, meta: dict, arrays: dict[str, np.ndarray
     loss_fn = train_cfg.loss()
     out = {}
     probs = {}
+    model.eval()
     for part in ("val", "test"):
-        probs[part] = predict_proba(model, data[f"x_{part}"])
         with torch.inference_mode():
             logits = model(torch.as_tensor(data[f"x_{part}"], dtype=torch.float32))
             out[f"{part}_loss"] = float(loss_fn(logits, torch.as_tensor(data[f"y_{part}"])))
+            probs[part] = torch.sigmoid(logits).numpy()
     threshold = choose_threshold(data["y_val"], probs["val"])
-    test = compute_metrics(data["y_test"], probs["test"], threshold=threshold,
-                           frequent=top_k_labels(data["y_train"], 50))
-    out.update({"threshold": threshold, "test_micro_f1": test["micro_f1"], "test_macro_f1": test["macro_f1"]})
+    micro, macro = f1_scores(data["y_test"], probs["test"], threshold=threshold)
+    out.update({"threshold": threshold, "test_micro_f1": micro, "test_macro_f1": macro})
     return out
 
 
