@@ -28,7 +28,9 @@ DEFAULT_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.025), 3)
 
 
 def _check(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y_true, scores = np.asarray(y_true), np.asarray(scores, dtype=np.float64)
+    y_true, scores = np.asarray(y_true), np.asarray(scores)
+    if not np.issubdtype(scores.dtype, np.floating):
+        scores = scores.astype(np.float64)
     if y_true.ndim != 2 or y_true.shape != scores.shape:
         raise ShapeError(f"y_true {y_true.shape} and scores {scores.shape} must be equal 2-D shapes")
     if not np.isfinite(scores).all():
@@ -115,11 +117,12 @@ def choose_threshold(y_val: np.ndarray, scores_val: np.ndarray, *, grid: np.ndar
     """The grid threshold with the highest validation micro-F1 (lowest threshold on ties)."""
     y_val, scores_val = _check(y_val, scores_val)
     true = y_val.astype(bool)
+    n_true = int(np.count_nonzero(true))
+    positive_scores = scores_val[true]  # small: the true-positive count only needs these
     best_t, best_f = float(grid[0]), -1.0
     for t in grid:
-        pred = scores_val >= t
-        tp = np.logical_and(pred, true).sum()
-        denom = pred.sum() + true.sum()
+        tp = np.count_nonzero(positive_scores >= t)
+        denom = np.count_nonzero(scores_val >= t) + n_true
         f = 2 * tp / denom if denom else 0.0
         if f > best_f + 1e-12:
             best_t, best_f = float(t), f
