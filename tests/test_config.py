@@ -18,8 +18,8 @@ def test_toml_sections_map_to_dataclasses(tmp_path):
 def test_unknown_keys_and_bad_values_are_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['epoch'\] in \[train\]; valid keys: \["):
         config_from_dict({"train": {"epoch": 3}})
-    with pytest.raises(ConfigError, match=r"unknown top-level key\(s\) \['federated'\]"):
-        config_from_dict({"federated": {}})
+    with pytest.raises(ConfigError, match=r"unknown top-level key\(s\) \['privacy'\]"):
+        config_from_dict({"privacy": {}})
     with pytest.raises(ConfigError, match="data.path is required for data.source = 'codiesp'"):
         DataConfig(source="codiesp")
     with pytest.raises(ConfigError, match="data.source must be one of"):
@@ -30,6 +30,15 @@ def test_unknown_keys_and_bad_values_are_errors(tmp_path):
         config_from_dict({"train": {"epochs": 0}})
     with pytest.raises(FileNotFoundError, match="config file not found"):
         load_config(tmp_path / "none.toml")
+
+
+def test_training_alias_and_federated_section():
+    cfg = config_from_dict({"training": {"mode": "federated"}, "federated": {"rounds": 7, "strategy": "scaffold"}})
+    assert cfg.train.mode == "federated" and cfg.federated.rounds == 7
+    with pytest.raises(ConfigError, match="either \\[train\\] or \\[training\\]"):
+        config_from_dict({"training": {}, "train": {}})
+    with pytest.raises(ConfigError, match="federated.fault_kind must be one of"):
+        config_from_dict({"federated": {"fault_kind": "byzantine"}})
 
 
 def test_overrides_parse_toml_values_and_reject_garbage():

@@ -6,9 +6,12 @@ from dataclasses import dataclass
 
 from fedicd.errors import ConfigError
 
-__all__ = ["FedConfig", "FAULT_KINDS"]
+__all__ = ["FedConfig", "FAULT_KINDS", "STRATEGY_NAMES"]
 
 FAULT_KINDS = ("raise", "nan", "shape")
+# the names registered in fedicd.strategies (kept here so configs are checked without importing Flower;
+# tests/federated/test_local.py checks the two agree)
+STRATEGY_NAMES = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "scaffold")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class FedConfig:
         for name in ("fraction_train", "fraction_evaluate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"federated.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.strategy not in STRATEGY_NAMES:
+            raise ConfigError(f"federated.strategy must be one of {list(STRATEGY_NAMES)}, got {self.strategy!r}")
         if self.fault_kind not in FAULT_KINDS:
             raise ConfigError(f"federated.fault_kind must be one of {list(FAULT_KINDS)}, got {self.fault_kind!r}")
         if not 0 < self.client_cpus <= self.total_cpus:

@@ -83,3 +83,12 @@ def test_checkpoint_round_trip(tmp_path):
     np.testing.assert_array_equal(ckpt["arrays"]["net.0.weight"], arrays["net.0.weight"])
     np.testing.assert_array_equal(ckpt["strategy_state"]["m/x"], np.ones(2))
     assert load_checkpoint(tmp_path / "none") is None
+
+
+def test_config_strategy_names_match_the_registry():
+    from fedicd.federated.config import STRATEGY_NAMES
+    from fedicd.strategies import STRATEGIES
+
+    assert sorted(STRATEGY_NAMES) == sorted(STRATEGIES)
+    with pytest.raises(ValueError, match="federated.strategy must be one of"):
+        FedConfig(strategy="fedsgd")
