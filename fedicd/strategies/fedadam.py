@@ -9,10 +9,16 @@ from flwr.serverapp.strategy import FedAdam
 
 from ._params import Sampling, check_positive, check_unit_interval_open
 
-__all__ = ["build_fedadam"]
+__all__ = ["build_fedadam", "build_adaptive"]
 
 
-def build_fedadam(
+def build_fedadam(sampling: Sampling, **params: float) -> FedAdam:
+    """Build Flower's FedAdam (parameters as :func:`build_adaptive`)."""
+    return build_adaptive(FedAdam, sampling, **params)
+
+
+def build_adaptive(
+    cls: type,
     sampling: Sampling,
     *,
     eta: float = 1e-2,
@@ -20,8 +26,8 @@ def build_fedadam(
     beta_1: float = 0.9,
     beta_2: float = 0.99,
     tau: float = 1e-3,
-) -> FedAdam:
-    """Build Flower's FedAdam.
+):
+    """Build one of Flower's adaptive server optimisers (FedAdam, FedYogi) with checked parameters.
 
     Parameters
     ----------
@@ -40,10 +46,10 @@ def build_fedadam(
 
     Returns
     -------
-    FedAdam
+    FedAdam or FedYogi
         Its moments (m_t, v_t) and current_arrays are saved by strategy_state.
     """
-    return FedAdam(
+    return cls(
         **sampling.kwargs(),
         eta=check_positive("eta", eta),
         eta_l=check_positive("eta_l", eta_l),
