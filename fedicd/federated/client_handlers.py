@@ -65,10 +65,19 @@ def _scaffold(msg: Message, model, data, cfg: TrainConfig, run_dir: Path, pid: i
     return c, c_i, c_new
 
 
+def _pin_threads(fed: dict) -> None:
+    """Use exactly the CPUs the client was given: float reductions (and so a resumed run's
+    numbers) must not depend on how many threads a worker process happened to start with."""
+    threads = max(1, int(fed["client_cpus"]))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def handle_train(msg: Message, run_dir: Path, meta: dict, pid: int) -> Message:
     from fedicd.strategies.scaffold import DELTA_CONTROL_KEY
 
     cfg, fed = _cfg(meta), meta["federated"]
+    _pin_threads(fed)
     rnd = int(msg.content["config"]["server-round"])
     data = load_client_data(run_dir, pid)
     model = build_model(cfg, meta["input_dim"], meta["n_labels"], msg.content["arrays"])
@@ -93,6 +102,7 @@ def handle_train(msg: Message, run_dir: Path, meta: dict, pid: int) -> Message:
 
 def handle_evaluate(msg: Message, run_dir: Path, meta: dict, pid: int) -> Message:
     cfg = _cfg(meta)
+    _pin_threads(meta["federated"])
     data = load_client_data(run_dir, pid)
     model = build_model(cfg, meta["input_dim"], meta["n_labels"], msg.content["arrays"])
     metrics = evaluate_local(model, data, cfg)
