@@ -66,9 +66,9 @@ def test_resume_after_a_crash_ends_with_the_same_model(fedavg_run, tmp_path, cac
     assert b["round"] == 3 and [r["round"] for r in b["history"]] == [1, 2, 3]
     for key in ("train_train_loss", "val_loss", "test_micro_f1"):  # completed rounds carried over exactly
         assert [r[key] for r in b["history"][:2]] == [r[key] for r in a["history"][:2]]
-    # Usually bit-identical; in about 1 run of 10 the resumed round differs by up to one AdamW step
-    # (lr 1e-3): a rare nondeterminism not yet traced (issue 5 stays open). Restarting from round 1
-    # or skipping round 3 moves weights by several steps and fails this bound.
+    # The checks above show the resumed run continued from the round-2 checkpoint and ran round 3 once.
+    # The final weights are usually bit-identical; in roughly 1 trial of 5 the resumed round differed by
+    # up to one AdamW step (lr 1e-3), a nondeterminism not yet traced (issue 5 stays open), hence the bound.
     for k in a["arrays"]:
         np.testing.assert_allclose(a["arrays"][k], b["arrays"][k], rtol=0, atol=1e-3)
 
