@@ -26,7 +26,9 @@ from flwr.clientapp import ClientApp
 
 from fedicd.federated.data import ClientData, read_run_meta
 from fedicd.metrics import f1_scores
-from fedicd.train import TrainConfig
+from fedicd.strategies.fedprox import proximal_term
+from fedicd.strategies.scaffold import scaffold_correct_gradients_
+from fedicd.train import TrainConfig, _batches
 
 __all__ = ["LocalTrainConfig", "local_train", "evaluate_local", "round_lr", "make_client_app", "build_model"]
 
@@ -59,9 +61,6 @@ def local_train(model: torch.nn.Module, data: ClientData, train_cfg: TrainConfig
                 scaffold_c: dict[str, torch.Tensor] | None = None,
                 scaffold_c_i: dict[str, torch.Tensor] | None = None) -> float:
     """Train ``model`` in place on the client's rows; returns the mean batch loss of the last epoch."""
-    from fedicd.strategies.fedprox import proximal_term
-    from fedicd.strategies.scaffold import scaffold_correct_gradients_
-
     x = torch.as_tensor(data.x_train, dtype=torch.float32)
     y = torch.as_tensor(data.y_train, dtype=torch.float32)
     loss_fn = train_cfg.loss()
@@ -77,7 +76,7 @@ def local_train(model: torch.nn.Module, data: ClientData, train_cfg: TrainConfig
             for group in opt.param_groups:
                 group["lr"] = round_lr(train_cfg.lr, (local.server_round - 1) * local.local_epochs + e, total_epochs)
             loss_value = _epoch(model, opt, loss_fn, x, y, train_cfg.batch_size, gen, global_params, local.proximal_mu,
-                                (scaffold_c, scaffold_c_i), proximal_term, scaffold_correct_gradients_)
+                                (scaffold_c, scaffold_c_i))
     return loss_value
 
 
@@ -85,9 +84,8 @@ def _round_seed(local: LocalTrainConfig) -> int:
     return (local.seed * 1_000_003 + local.server_round * 1_009 + local.partition_id) % (2**62)
 
 
-def _epoch(model, opt, loss_fn, x, y, batch_size, gen, global_params, mu, controls, proximal_term, correct) -> float:
-    from fedicd.train import _batches
-
+def _epoch(model, opt, loss_fn, x, y, batch_size, gen, global_params, mu, controls) -> float:
+    """One local epoch: HybridLoss (+ FedProx term), backward, SCAFFOLD correction, AdamW step."""
     total, n = 0.0, 0
     for idx in _batches(torch.randperm(len(x), generator=gen), batch_size):
         opt.zero_grad(set_to_none=True)
@@ -96,7 +94,7 @@ def _epoch(model, opt, loss_fn, x, y, batch_size, gen, global_params, mu, contro
             loss = loss + proximal_term(model, global_params, mu)
         loss.backward()
         if controls[0] is not None:
-            correct(model, controls[0], controls[1])
+            scaffold_correct_gradients_(model, controls[0], controls[1])
         opt.step()
         total += float(loss.detach())
         n += 1
