@@ -85,9 +85,11 @@ def test_misbehaving_client_is_rejected_and_the_round_proceeds(tmp_path, cache, 
     assert all(r["updated"] for r in results["history"])
     assert all(np.isfinite(r["val_loss"]) for r in results["history"])
     reasons = [r["reason"] for r in results["rejections"]]
-    assert len(reasons) == 2, reasons
-    if kind == "raise":
-        assert all("injected crash" in r for r in reasons) and results["history"][0]["client_failures"] == 1
+    if kind == "nan":
+        assert len(reasons) == 2 and all("NaN" in r or "non-finite" in r or "Inf" in r for r in reasons), reasons
+    else:  # a crashing Ray worker is restarted; its next reply may be dropped by Ray rather than reported
+        assert 1 <= len(reasons) <= 2 and all("injected crash" in r for r in reasons), reasons
+        assert sum(r["client_failures"] for r in results["history"]) == len(reasons)
 
 
 def test_resume_with_a_different_config_is_refused(fedavg_run, cache):
