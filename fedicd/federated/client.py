@@ -2,8 +2,8 @@
 
 :func:`local_train` is the same loop as centralized training
 (:func:`fedicd.train.train_epoch`: HybridLoss, AdamW, mini-batches) run for
-``local_epochs`` epochs, with the learning rate of the global cosine schedule
-at this round, plus the FedProx proximal term and SCAFFOLD's gradient
+``local_epochs`` epochs (or the same loop with plain SGD), with the learning
+rate of the global cosine schedule at this round, plus the FedProx proximal term and SCAFFOLD's gradient
 correction when the strategy asks for them. Each round's randomness (dropout,
 shuffling) is seeded by (experiment seed, round, client), so a resumed run
 repeats an uninterrupted one exactly.
@@ -43,6 +43,8 @@ class LocalTrainConfig:
     partition_id: int
     seed: int
     proximal_mu: float = 0.0
+    optimizer: str = "adamw"
+    lr: float = 0.0  # peak local learning rate; 0 = the TrainConfig's
 
 
 def round_lr(base_lr: float, epoch_index: int, total_epochs: int) -> float:
@@ -65,7 +67,8 @@ def local_train(model: torch.nn.Module, data: ClientData, train_cfg: TrainConfig
     y = torch.as_tensor(data.y_train, dtype=torch.float32)
     loss_fn = train_cfg.loss()
     global_params = [p.detach().clone() for p in model.parameters()] if local.proximal_mu > 0 else None
-    opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    peak_lr = local.lr or train_cfg.lr
+    opt = _optimizer(model, local.optimizer, peak_lr, train_cfg.weight_decay)
     total_epochs = local.total_rounds * local.local_epochs
     loss_value = float("nan")
     with torch.random.fork_rng(devices=[]):
@@ -74,10 +77,19 @@ def local_train(model: torch.nn.Module, data: ClientData, train_cfg: TrainConfig
         model.train()
         for e in range(local.local_epochs):
             for group in opt.param_groups:
-                group["lr"] = round_lr(train_cfg.lr, (local.server_round - 1) * local.local_epochs + e, total_epochs)
+                group["lr"] = round_lr(peak_lr, (local.server_round - 1) * local.local_epochs + e, total_epochs)
             loss_value = _epoch(model, opt, loss_fn, x, y, train_cfg.batch_size, gen, global_params, local.proximal_mu,
                                 (scaffold_c, scaffold_c_i))
     return loss_value
+
+
+def _optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """A fresh local optimizer (no state is carried between rounds)."""
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown local optimizer {name!r}; expected 'adamw' or 'sgd'")
 
 
 def _round_seed(local: LocalTrainConfig) -> int:

@@ -84,7 +84,8 @@ def handle_train(msg: Message, run_dir: Path, meta: dict, pid: int) -> Message:
     c, c_i, c_new = _scaffold(msg, model, data, cfg, run_dir, pid, rnd)
     local = LocalTrainConfig(server_round=rnd, total_rounds=fed["rounds"], local_epochs=fed["local_epochs"],
                              partition_id=pid, seed=meta["seed"],
-                             proximal_mu=float(msg.content["config"].get("proximal-mu", 0.0)))
+                             proximal_mu=float(msg.content["config"].get("proximal-mu", 0.0)),
+                             optimizer=fed.get("local_optimizer", "adamw"), lr=float(fed.get("local_lr", 0.0)))
     t0 = time.perf_counter()
     loss = local_train(model, data, cfg, local, scaffold_c=c, scaffold_c_i=c_i)
     seconds = time.perf_counter() - t0

@@ -57,6 +57,34 @@ def test_proximal_term_keeps_the_model_closer_to_the_global_one(separable_task):
     assert distances[1] < distances[0]
 
 
+def test_local_sgd_step_is_plain_gradient_descent_at_the_round_lr(separable_task):
+    """One batch, SGD: w_new = w - lr_round * (grad + wd * w), with lr_round the cosine rate at round 2 of 4."""
+    cfg = TrainConfig(seed=0, batch_size=500, dropout=0.0, weight_decay=1e-4)
+    data = _data(separable_task)
+    torch.manual_seed(0)
+    model = cfg.build(64, 8)
+    start = {k: v.detach().clone() for k, v in model.named_parameters()}
+    expected_model = cfg.build(64, 8)
+    expected_model.load_state_dict(model.state_dict())
+    x, y = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
+    cfg.loss()(expected_model(x), y).backward()
+    lr = round_lr(0.5, 1, 4)
+    local_train(model, data, cfg, LocalTrainConfig(server_round=2, total_rounds=4, local_epochs=1, partition_id=0,
+                                                   seed=0, optimizer="sgd", lr=0.5))
+    for name, p in expected_model.named_parameters():
+        want = start[name] - lr * (p.grad + 1e-4 * start[name])
+        torch.testing.assert_close(dict(model.named_parameters())[name].detach(), want, rtol=1e-5, atol=1e-7)
+
+
+def test_local_optimizer_and_lr_are_checked():
+    with pytest.raises(ValueError, match="local_optimizer must be one of \\['adamw', 'sgd'\\], got 'adam'"):
+        FedConfig(local_optimizer="adam")
+    with pytest.raises(ValueError, match="local_lr must be >= 0"):
+        FedConfig(local_lr=-1.0)
+    with pytest.raises(ValueError, match="local_lr must be >= 0"):
+        FedConfig(local_lr=float("nan"))
+
+
 def test_faults():
     fed = {"fault_clients": [2], "fault_rounds": [3], "fault_kind": "nan"}
     assert should_fail(fed, 2, 3) and not should_fail(fed, 2, 2) and not should_fail(fed, 1, 3)
