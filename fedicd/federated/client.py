@@ -30,7 +30,8 @@ from fedicd.strategies.fedprox import proximal_term
 from fedicd.strategies.scaffold import scaffold_correct_gradients_
 from fedicd.train import TrainConfig, _batches
 
-__all__ = ["LocalTrainConfig", "local_train", "evaluate_local", "round_lr", "make_client_app", "build_model"]
+__all__ = ["LocalTrainConfig", "local_train", "evaluate_local", "round_lr", "round_seed", "local_optimizer",
+           "make_client_app", "build_model"]
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,12 @@ def local_train(model: torch.nn.Module, data: ClientData, train_cfg: TrainConfig
     loss_fn = train_cfg.loss()
     global_params = [p.detach().clone() for p in model.parameters()] if local.proximal_mu > 0 else None
     peak_lr = local.lr or train_cfg.lr
-    opt = _optimizer(model, local.optimizer, peak_lr, train_cfg.weight_decay)
+    opt = local_optimizer(model, local.optimizer, peak_lr, train_cfg.weight_decay)
     total_epochs = local.total_rounds * local.local_epochs
     loss_value = float("nan")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_round_seed(local))
-        gen = torch.Generator().manual_seed(_round_seed(local) + 1)
+        torch.manual_seed(round_seed(local))
+        gen = torch.Generator().manual_seed(round_seed(local) + 1)
         model.train()
         for e in range(local.local_epochs):
             for group in opt.param_groups:
@@ -83,7 +84,7 @@ def local_train(model: torch.nn.Module, data: ClientData, train_cfg: TrainConfig
     return loss_value
 
 
-def _optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def local_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """A fresh local optimizer (no state is carried between rounds)."""
     if name == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -92,7 +93,7 @@ def _optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float
     raise ValueError(f"unknown local optimizer {name!r}; expected 'adamw' or 'sgd'")
 
 
-def _round_seed(local: LocalTrainConfig) -> int:
+def round_seed(local: LocalTrainConfig) -> int:
     return (local.seed * 1_000_003 + local.server_round * 1_009 + local.partition_id) % (2**62)
 
 

@@ -1,0 +1,76 @@
+"""``[privacy]`` config section: sample-level DP-SGD or client-level central DP."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from fedicd.errors import ConfigError
+
+__all__ = ["PrivacyConfig", "DP_MODES", "CLIPPING_MODES", "DEFAULT_DELTA"]
+
+DP_MODES = ("none", "sample", "client")
+CLIPPING_MODES = ("fused", "ghost", "hooks")
+DEFAULT_DELTA = 1e-5
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Differential privacy settings.
+
+    ``dp = "sample"``: every client runs DP-SGD on its own notes (Poisson
+    sampling with rate ``train.batch_size / n_client``, per-sample clipping at
+    ``clip``, Gaussian noise ``noise · clip``). Give either ``noise`` (σ) or
+    ``target_epsilon``: the latter calibrates σ per client, before training,
+    for the whole planned run (rounds × local epochs × 1/q steps) at
+    ``delta``. ``delta = 0`` means 1e-5, which must be below 1/n for every
+    client. ``clipping`` picks how per-sample norms are computed: ``"fused"``
+    (fedicd's exact one-pass norms for Linear/LayerNorm/GroupNorm heads),
+    ``"ghost"`` (Opacus' ghost clipping) or ``"hooks"`` (Opacus' per-sample
+    gradients); all three clip exactly.
+
+    ``dp = "client"``: client-level central DP with Flower's fixed-clipping
+    wrappers: each client's model update is clipped to ``clip`` (on the server,
+    or on the client with ``client_side_clipping``) and the server adds
+    Gaussian noise ``noise · clip / n_sampled`` to the average. ``noise`` or
+    ``target_epsilon`` as above, with client-level ε from Flower's RDP
+    accountant (needs equal client weights and no sampling amplification).
+    """
+
+    dp: str = "none"
+    clip: float = 1.0
+    noise: float = 0.0
+    target_epsilon: float = 0.0
+    delta: float = 0.0
+    clipping: str = "fused"
+    client_side_clipping: bool = False
+    secure_rng: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dp not in DP_MODES:
+            raise ConfigError(f"privacy.dp must be one of {list(DP_MODES)}, got {self.dp!r}")
+        if self.clipping not in CLIPPING_MODES:
+            raise ConfigError(f"privacy.clipping must be one of {list(CLIPPING_MODES)}, got {self.clipping!r}")
+        for name in ("clip", "noise", "target_epsilon", "delta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"privacy.{name} must be a finite number, got {value!r}")
+        if self.clip <= 0:
+            raise ConfigError(f"privacy.clip must be > 0, got {self.clip}")
+        if self.noise < 0 or self.target_epsilon < 0:
+            raise ConfigError(f"privacy.noise and privacy.target_epsilon must be >= 0, got {self.noise} and "
+                              f"{self.target_epsilon}")
+        if not 0 <= self.delta < 1:
+            raise ConfigError(f"privacy.delta must be in [0, 1) (0 = {DEFAULT_DELTA}), got {self.delta}")
+        if self.enabled and (self.noise > 0) == (self.target_epsilon > 0):
+            raise ConfigError(f"privacy.dp = {self.dp!r} needs exactly one of privacy.noise (σ > 0) and "
+                              f"privacy.target_epsilon (> 0); got noise={self.noise}, "
+                              f"target_epsilon={self.target_epsilon}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.dp != "none"
+
+    @property
+    def resolved_delta(self) -> float:
+        return self.delta or DEFAULT_DELTA

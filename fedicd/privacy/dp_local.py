@@ -1,0 +1,112 @@
+"""A client's local training round under sample-level DP-SGD, with its budget check.
+
+The same schedule as non-private local training (cosine learning rate of the
+global run, AdamW or SGD, FedProx term) but each step is a DP-SGD step on a
+Poisson-sampled batch (:class:`fedicd.privacy.dp_sgd.DPStepper`). SCAFFOLD is
+refused: its control variates are full-batch gradients of the private data.
+
+Randomness: by default Poisson sampling and noise come from generators seeded
+by (experiment seed, round, client), so a run is reproducible; that is a
+*simulation* of DP (whoever knows the seed can subtract the noise). With
+``privacy.secure_rng = true`` both are drawn from the OS's secure randomness
+(Opacus ``secure_mode``) and runs are no longer repeatable.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import secrets
+from dataclasses import dataclass
+
+import torch
+
+from fedicd.federated.client import LocalTrainConfig, local_optimizer, round_lr, round_seed
+from fedicd.privacy.accounting import DPPlan, PrivacyBudgetExhausted, epsilon_of, plan_dp
+from fedicd.privacy.config import PrivacyConfig
+from fedicd.privacy.dp_sgd import DPStepper
+from fedicd.train import TrainConfig
+
+__all__ = ["client_plan", "check_budget", "dp_local_train", "DPRoundResult"]
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(n: int, batch_size: int, rounds: int, local_epochs: int, noise: float, target_epsilon: float,
+          delta: float) -> DPPlan:
+    return plan_dp(n, batch_size, rounds, local_epochs, noise=noise, target_epsilon=target_epsilon, delta=delta)
+
+
+def client_plan(privacy: PrivacyConfig, n: int, batch_size: int, rounds: int, local_epochs: int) -> DPPlan:
+    """The DP-SGD plan of a client with ``n`` notes (σ calibrated once for the whole run)."""
+    return _plan(n, batch_size, rounds, local_epochs, float(privacy.noise), float(privacy.target_epsilon),
+                 privacy.resolved_delta)
+
+
+def check_budget(plan: DPPlan, history: list, steps: int, *, partition_id: int, server_round: int) -> float:
+    """ε the client would reach after ``steps`` more steps; raises past a ``target_epsilon`` budget."""
+    eps_next = epsilon_of([*history, (plan.noise_multiplier, plan.sample_rate, steps)], plan.delta)
+    if plan.target_epsilon > 0 and eps_next > plan.target_epsilon * (1 + 1e-9):
+        raise PrivacyBudgetExhausted(
+            f"client {partition_id}: training round {server_round} would raise ε from "
+            f"{epsilon_of(history, plan.delta):.4f} to {eps_next:.4f} at δ={plan.delta:g}, past its budget "
+            f"ε={plan.target_epsilon:g} (σ={plan.noise_multiplier:.4f} was calibrated for {plan.total_steps} steps); "
+            "the client refuses to train")
+    return eps_next
+
+
+@dataclass(frozen=True)
+class DPRoundResult:
+    loss: float
+    history: list
+    epsilon: float
+    steps: int
+    empty_batches: int
+    clipped_fraction: float
+
+
+def dp_local_train(model: torch.nn.Module, x_train, y_train, train_cfg: TrainConfig, local: LocalTrainConfig,
+                   privacy: PrivacyConfig, plan: DPPlan, history: list, *,
+                   scaffold: bool = False) -> DPRoundResult:
+    """Run ``local.local_epochs`` epochs of DP-SGD on the client's rows; returns the new accountant history."""
+    if scaffold:
+        raise ValueError("SCAFFOLD cannot run under sample-level DP: its control variates are non-private "
+                         "full-batch gradients of the client's notes; use fedavg or fedprox")
+    x = torch.as_tensor(x_train, dtype=torch.float32)
+    y = torch.as_tensor(y_train, dtype=torch.float32)
+    if len(x) != plan.n:
+        raise ValueError(f"the DP plan is for {plan.n} notes but the client holds {len(x)}")
+    peak_lr = local.lr or train_cfg.lr
+    opt = local_optimizer(model, local.optimizer, peak_lr, train_cfg.weight_decay)
+    global_params = [p.detach().clone() for p in model.parameters()] if local.proximal_mu > 0 else None
+
+    def proximal_grad() -> None:  # the gradient of (μ/2)‖w − w_g‖², added after the noise (it reads no data)
+        for p, g in zip(model.parameters(), global_params):
+            p.grad.add_(p.detach() - g, alpha=local.proximal_mu)
+
+    seed = round_seed(local)
+    if privacy.secure_rng:
+        sampler = torch.Generator().manual_seed(secrets.randbits(62))
+        noise_gen = None
+    else:
+        sampler = torch.Generator().manual_seed(seed + 11)
+        noise_gen = torch.Generator().manual_seed(seed + 12)
+    total_epochs = local.total_rounds * local.local_epochs
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        stepper = DPStepper(model, opt, train_cfg.loss(), plan, clip=privacy.clip, clipping=privacy.clipping,
+                            history=history, noise_generator=noise_gen, secure_rng=privacy.secure_rng)
+        try:
+            model.train()
+            for e in range(local.local_epochs):
+                for group in opt.param_groups:
+                    group["lr"] = round_lr(peak_lr, (local.server_round - 1) * local.local_epochs + e, total_epochs)
+                for _ in range(plan.steps_per_epoch):
+                    idx = (torch.rand(plan.n, generator=sampler) < plan.sample_rate).nonzero().squeeze(1)
+                    stepper.step(x[idx], y[idx], proximal_grad if global_params is not None else None)
+        finally:
+            stepper.close()
+    s = stepper.stats
+    return DPRoundResult(loss=s.loss_sum / s.loss_batches if s.loss_batches else math.nan, history=stepper.history,
+                         epsilon=epsilon_of(stepper.history, plan.delta), steps=s.steps,
+                         empty_batches=s.empty_batches,
+                         clipped_fraction=s.clipped_fraction_sum / s.loss_batches if s.loss_batches else 0.0)
