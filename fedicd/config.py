@@ -26,6 +26,7 @@ from fedicd.embed import EmbedConfig
 from fedicd.errors import ConfigError
 from fedicd.federated.config import FedConfig
 from fedicd.partition.config import PartitionConfig
+from fedicd.privacy.config import PrivacyConfig
 from fedicd.train import TrainConfig
 
 __all__ = ["DataConfig", "ExperimentConfig", "load_config", "config_from_dict", "config_to_dict", "apply_overrides"]
@@ -115,18 +116,22 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     federated: FedConfig = field(default_factory=FedConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"name must be a non-empty string, got {self.name!r}")
+        if self.privacy.enabled and self.train.mode != "federated":
+            raise ConfigError(f"privacy.dp = {self.privacy.dp!r} needs train.mode = 'federated' (for a centralized "
+                              "DP baseline, run one client: partition.n_clients = 1)")
         if self.train.seed is None:  # head init and shuffling follow the experiment seed by default
             object.__setattr__(self, "train", dataclasses.replace(self.train, seed=self.seed))
 
 
 _SECTIONS = {"data": DataConfig, "embedding": EmbedConfig, "train": TrainConfig, "partition": PartitionConfig,
-             "federated": FedConfig}
+             "federated": FedConfig, "privacy": PrivacyConfig}
 
 
 def _choice(name: str, value: Any, allowed: Sequence[Any]) -> None:

@@ -31,7 +31,8 @@ from fedicd.strategies.scaffold import scaffold_correct_gradients_
 from fedicd.train import TrainConfig, _batches
 
 __all__ = ["LocalTrainConfig", "local_train", "evaluate_local", "round_lr", "round_seed", "local_optimizer",
-           "make_client_app", "build_model"]
+           "make_client_app", "build_model",
+           "clip_update_when_asked"]
 
 
 @dataclass(frozen=True)
@@ -131,13 +132,27 @@ def _client_state(context: Context, run_dir: str | None) -> tuple[Path, dict, in
     return rd, read_run_meta(rd), int(context.node_config["partition-id"])
 
 
+def clip_update_when_asked(msg: Message, context: Context, call_next) -> Message:
+    """Flower's ``fixedclipping_mod`` on train messages whose config carries a clipping norm.
+
+    The norm is sent by ``DifferentialPrivacyClientSideFixedClipping`` (client-level
+    DP with client-side clipping); other runs pass through untouched.
+    """
+    from flwr.clientapp.mod import fixedclipping_mod
+    from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
+
+    if any(KEY_CLIPPING_NORM in rec for rec in msg.content.config_records.values()):
+        return fixedclipping_mod(msg, context, call_next)
+    return call_next(msg, context)
+
+
 def make_client_app(run_dir: str | None = None) -> ClientApp:
     """A ClientApp reading its data from ``run_dir`` (or the run config's ``run-dir``)."""
     from fedicd.federated.client_handlers import handle_evaluate, handle_train
 
     app = ClientApp()
 
-    @app.train()
+    @app.train(mods=[clip_update_when_asked])
     def train(msg: Message, context: Context) -> Message:
         rd, meta, pid = _client_state(context, run_dir)
         return handle_train(msg, rd, meta, pid)

@@ -86,19 +86,44 @@ def handle_train(msg: Message, run_dir: Path, meta: dict, pid: int) -> Message:
                              partition_id=pid, seed=meta["seed"],
                              proximal_mu=float(msg.content["config"].get("proximal-mu", 0.0)),
                              optimizer=fed.get("local_optimizer", "adamw"), lr=float(fed.get("local_lr", 0.0)))
+    privacy = meta.get("privacy", {"dp": "none"})
     t0 = time.perf_counter()
-    loss = local_train(model, data, cfg, local, scaffold_c=c, scaffold_c_i=c_i)
+    if privacy["dp"] == "sample":
+        loss, dp_metrics = _dp_train(model, data, cfg, local, meta, run_dir, pid, scaffold=c is not None)
+    else:
+        loss, dp_metrics = local_train(model, data, cfg, local, scaffold_c=c, scaffold_c_i=c_i), {}
     seconds = time.perf_counter() - t0
     arrays = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     if should_fail(fed, pid, rnd):
         arrays = inject_fault(fed["fault_kind"], arrays, pid)
-    content = RecordDict({"arrays": to_record(arrays),
-                          "metrics": MetricRecord({"num-examples": len(data.x_train), "train_loss": loss,
-                                                   "train_seconds": seconds, "partition-id": pid})})
+    metrics = {"num-examples": len(data.x_train), "train_loss": loss, "train_seconds": seconds, "partition-id": pid,
+               **dp_metrics}
+    if privacy["dp"] == "client":
+        metrics["unit-weight"] = 1.0  # equal client weights: what the client-level accountant assumes
+    content = RecordDict({"arrays": to_record(arrays), "metrics": MetricRecord(metrics)})
     if c_new is not None:
         content[DELTA_CONTROL_KEY] = to_record({k: (c_new[k] - c_i[k]).numpy() for k in c_new})
         _save_control(run_dir, pid, c_new, rnd)
     return Message(content=content, reply_to=msg)
+
+
+def _dp_train(model, data, cfg: TrainConfig, local: LocalTrainConfig, meta: dict, run_dir: Path, pid: int, *,
+              scaffold: bool) -> tuple[float, dict]:
+    """One DP-SGD round; the accountant history lives in the client's directory, keyed by round."""
+    from fedicd.privacy.accounting import DPPlan, load_history, save_history
+    from fedicd.privacy.config import PrivacyConfig
+    from fedicd.privacy.dp_local import check_budget, dp_local_train
+
+    privacy = PrivacyConfig(**meta["config"]["privacy"])
+    plan = DPPlan(**meta["privacy"]["clients"][pid])
+    client_dir = run_dir / "clients" / str(pid)
+    history = load_history(client_dir, local.server_round)
+    check_budget(plan, history, plan.steps_per_epoch * local.local_epochs, partition_id=pid,
+                 server_round=local.server_round)
+    res = dp_local_train(model, data.x_train, data.y_train, cfg, local, privacy, plan, history, scaffold=scaffold)
+    save_history(client_dir, local.server_round, res.history)
+    return res.loss, {"epsilon": res.epsilon, "dp_steps": res.steps, "dp_empty_batches": res.empty_batches,
+                      "dp_clipped_fraction": res.clipped_fraction}
 
 
 def handle_evaluate(msg: Message, run_dir: Path, meta: dict, pid: int) -> Message:
@@ -106,6 +131,8 @@ def handle_evaluate(msg: Message, run_dir: Path, meta: dict, pid: int) -> Messag
     _pin_threads(meta["federated"])
     data = load_client_data(run_dir, pid)
     model = build_model(cfg, meta["input_dim"], meta["n_labels"], msg.content["arrays"])
-    metrics = evaluate_local(model, data, cfg)
-    return Message(content=RecordDict({"metrics": MetricRecord({"num-examples": len(data.x_val), **metrics})}),
+    metrics = {"num-examples": len(data.x_val), **evaluate_local(model, data, cfg)}
+    if meta.get("privacy", {}).get("dp") == "client":
+        metrics["unit-weight"] = 1.0  # Flower's FedAvg averages evaluation metrics by the same key
+    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}),
                    reply_to=msg)

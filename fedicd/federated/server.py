@@ -74,9 +74,33 @@ def _sorted_replies(replies: list[Message]) -> list[Message]:
 def _train_round(strategy, grid: Grid, rnd: int, arrays, config: ConfigRecord, timeout: float):
     messages = list(strategy.configure_train(rnd, to_record(arrays), config, grid))
     replies = _sorted_replies(list(grid.send_and_receive(messages, timeout=timeout)))
+    per_client = _client_epsilons(replies)
     new_arrays, metrics = strategy.aggregate_train(rnd, replies)
     failures = sum(m.has_error() for m in replies)
-    return new_arrays, metrics, message_bytes(messages), message_bytes(replies), failures, len(messages)
+    return new_arrays, metrics, message_bytes(messages), message_bytes(replies), failures, len(messages), per_client
+
+
+def _client_epsilons(replies: list[Message]) -> dict[str, float]:
+    """Every replying client's sample-level ε so far (``epsilon_client_<partition-id>``)."""
+    out = {}
+    for msg in replies:
+        if msg.has_error():
+            continue
+        metrics = next(iter(msg.content.metric_records.values()), {})
+        if "epsilon" in metrics:
+            out[f"epsilon_client_{int(metrics['partition-id'])}"] = float(metrics["epsilon"])
+    return out
+
+
+def _client_dp_row(strategy) -> dict[str, float]:
+    from fedicd.privacy.client_level import find_client_dp
+
+    dp = find_client_dp(strategy)
+    if dp is None or dp.accountant is None:
+        return {}
+    spent = dp.accountant.get_privacy_spent()
+    return {"client_dp_epsilon": spent.epsilon if spent.num_releases else 0.0,
+            "client_dp_releases": spent.num_releases}
 
 
 def _evaluate_round(strategy, grid: Grid, rnd: int, arrays, timeout: float):
@@ -106,8 +130,8 @@ def run_rounds(grid: Grid, run_dir: Path) -> None:
     for rnd in range(start, fed["rounds"] + 1):
         t0 = time.perf_counter()
         config = ConfigRecord({"local-epochs": fed["local_epochs"]})
-        new, train_metrics, sent, received, failures, sampled = _train_round(strategy, grid, rnd, arrays, config,
-                                                                             fed["timeout_s"])
+        new, train_metrics, sent, received, failures, sampled, epsilons = _train_round(
+            strategy, grid, rnd, arrays, config, fed["timeout_s"])
         if new is None:
             log.warning("round %d: no valid update; the global model is unchanged", rnd)
         else:
@@ -115,7 +139,9 @@ def run_rounds(grid: Grid, run_dir: Path) -> None:
         eval_metrics, sent_e, received_e = _evaluate_round(strategy, grid, rnd, arrays, fed["timeout_s"])
         row = {"round": rnd, "clients_sampled": sampled, "client_failures": failures,
                "updated": new is not None, "bytes_sent": sent + sent_e, "bytes_received": received + received_e,
-               **{f"train_{k}": float(v) for k, v in (train_metrics or {}).items() if k != "partition-id"},
+               **{f"train_{k}": float(v) for k, v in (train_metrics or {}).items()
+                  if k not in ("partition-id", "epsilon", "unit-weight")},
+               **epsilons, **_client_dp_row(strategy),
                **{f"client_{k}": float(v) for k, v in (eval_metrics or {}).items()},
                **global_eval(train_cfg, meta, arrays, data)}
         row["seconds"] = time.perf_counter() - t0

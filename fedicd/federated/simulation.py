@@ -12,6 +12,7 @@ of ``out_dir`` (the config must be the one the run started with).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -48,11 +49,33 @@ def build_meta(cfg: ExperimentConfig, *, input_dim: int, n_labels: int, client_s
             "strategy_args": strategy_args(cfg, len(client_sizes)), "client_sizes": client_sizes, **extra}
 
 
+def add_privacy(cfg: ExperimentConfig, meta: dict) -> dict:
+    """Plan DP for the run (head conversion, σ per client or per round) and record it in ``meta``."""
+    from fedicd.privacy.client_level import UNIT_WEIGHT_KEY
+    from fedicd.privacy.plan import plan_privacy
+
+    plan = plan_privacy(cfg, meta["client_sizes"], meta["input_dim"], meta["n_labels"])
+    meta["privacy"] = plan["meta"]
+    if plan["train"] is not None:
+        meta["train"] = json.loads(json.dumps(dataclasses.asdict(plan["train"])))
+    if plan["meta"]["dp"] == "client":
+        pm = plan["meta"]
+        meta["strategy_args"] = {**meta["strategy_args"], "weighted_by_key": UNIT_WEIGHT_KEY, "client_dp": {
+            "noise": pm["noise_multiplier"], "clip": pm["clip"], "sampled": pm["sampled_clients"],
+            "population": pm["population"], "delta": pm["delta"],
+            "max_epsilon": pm["target_epsilon"] or None, "client_side": pm["client_side_clipping"]}}
+    return meta
+
+
 def _stage(cfg: ExperimentConfig, out: Path) -> dict:
     staged = stage_data(cfg, out)
     meta = build_meta(cfg, input_dim=staged.input_dim, n_labels=staged.n_labels,
                       client_sizes=staged.partition.sizes, labels=staged.data.label_info,
                       embedding=staged.embed_info, load_summary=staged.data.notes.summary.to_dict())
+    add_privacy(cfg, meta)
+    from fedicd.strategies import build_strategy
+
+    build_strategy(cfg.federated.strategy, **meta["strategy_args"])  # fail now, not inside the first round
     write_run_meta(out, meta)
     return meta
 
@@ -111,6 +134,22 @@ def run_federated(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = 
     return _finalize(cfg, out, meta, ckpt, seconds)
 
 
+def _privacy_results(meta: dict, history: list[dict]) -> dict:
+    """What a paper needs to quote: final ε, δ, σ, C, steps and the accountant."""
+    priv = dict(meta.get("privacy", {"dp": "none"}))
+    if priv["dp"] == "sample":
+        eps = [v for k, v in history[-1].items() if k.startswith("epsilon_client_")] if history else []
+        priv["final_epsilon_max"] = max(eps) if eps else None
+        priv["final_epsilon_per_client"] = {k.removeprefix("epsilon_"): v for k, v in history[-1].items()
+                                            if k.startswith("epsilon_client_")} if history else {}
+        priv["steps_per_client"] = [c["steps_per_epoch"] * meta["federated"]["local_epochs"] * len(history)
+                                    for c in priv["clients"]]
+    elif priv["dp"] == "client":
+        priv["final_epsilon"] = history[-1].get("client_dp_epsilon") if history else None
+        priv["releases"] = history[-1].get("client_dp_releases") if history else 0
+    return priv
+
+
 def _finalize(cfg: ExperimentConfig, out: Path, meta: dict, ckpt: dict, seconds: float) -> dict:
     from fedicd.federated.server import _model
     from fedicd.plots import plot_learning_curves
@@ -128,7 +167,7 @@ def _finalize(cfg: ExperimentConfig, out: Path, meta: dict, ckpt: dict, seconds:
                "rejections": ckpt["rejections"], "labels": meta.get("labels"), "embedding": meta.get("embedding"),
                "client_sizes": meta["client_sizes"], "load_summary": meta.get("load_summary"),
                "seconds": {"simulation": seconds, "rounds": sum(r["seconds"] for r in ckpt["history"])},
-               "config": meta["config"]}
+               "privacy": _privacy_results(meta, ckpt["history"]), "config": meta["config"]}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     _write_history(out, ckpt["history"])
     plot_learning_curves(ckpt["history"], out / "learning_curves.png", title=cfg.name)

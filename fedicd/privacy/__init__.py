@@ -1,6 +1,17 @@
-"""Differential privacy (Opacus DP-SGD, client-level DP) and secure aggregation (CKKS, SecAgg+).
+"""Differential privacy for fedicd's federated runs (secure aggregation lands here later).
 
-Empty until the privacy issues land; see README "Layout".
+* :mod:`fedicd.privacy.config` — the ``[privacy]`` section (``dp = "none" | "sample" | "client"``).
+* :mod:`fedicd.privacy.fused_clipping` — exact one-pass per-sample clipping for vector heads.
+* :mod:`fedicd.privacy.dp_sgd` — a DP-SGD step over Opacus' optimizer (fused, ghost or hooks norms)
+  and the BatchNorm → GroupNorm conversion.
+* :mod:`fedicd.privacy.accounting` — σ calibration for a whole run and per-client RDP histories
+  persisted across rounds.
+* :mod:`fedicd.privacy.dp_local` — one client's DP-SGD round and its budget check.
+* :mod:`fedicd.privacy.client_level` — client-level central DP with Flower's wrappers and accountant.
+
+Submodules are imported on use (Opacus and dp-accounting load only when DP is on).
 """
 
-__all__: list[str] = []
+from fedicd.privacy.config import DP_MODES, PrivacyConfig
+
+__all__ = ["DP_MODES", "PrivacyConfig"]

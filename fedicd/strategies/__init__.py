@@ -99,6 +99,8 @@ def build_strategy(
     beta_2: float = 0.99,
     tau: float = 1e-3,
     validate_updates: bool = True,
+    weighted_by_key: str = "num-examples",
+    client_dp: dict | None = None,
 ) -> Strategy:
     """Build a registered server strategy (defaults: the paper's sampling protocol).
 
@@ -120,6 +122,13 @@ def build_strategy(
         rates (> 0), moment decays (in [0, 1)) and adaptivity (> 0).
     validate_updates : bool
         Wrap the strategy in :class:`UpdateValidator` (recommended).
+    weighted_by_key : str
+        The reply metric that weights the average (``"num-examples"``).
+    client_dp : dict or None
+        Client-level central DP: keyword arguments of
+        :func:`fedicd.privacy.client_level.wrap_client_dp` (``noise``, ``clip``,
+        ``sampled``, ``population``, ``delta``, ``max_epsilon``, ``client_side``);
+        Flower's fixed-clipping wrapper goes inside the validator.
 
     Returns
     -------
@@ -141,6 +150,11 @@ def build_strategy(
     _check_all(hyper)
     spec = STRATEGIES[name]
     strategy = spec.build(sampling, **{key: hyper[key] for key in spec.params})
+    strategy.weighted_by_key = weighted_by_key
+    if client_dp is not None:
+        from fedicd.privacy.client_level import wrap_client_dp
+
+        strategy = wrap_client_dp(strategy, name, **client_dp)
     if validate_updates:
         return UpdateValidator(strategy, extra_array_keys=spec.extra_array_keys)
     return strategy

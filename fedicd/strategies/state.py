@@ -10,7 +10,9 @@ State is a flat ``dict[str, numpy.ndarray]`` (ready for ``numpy.savez``) with ke
   ``fedavgm/key_order`` (Flower keeps the momentum as a *list* aligned by position with
   ``current_arrays``, so the order is saved explicitly);
 * SCAFFOLD: ``scaffold/c/*`` (the server control; client controls live on the clients);
-* FedAvg / FedProx: ``{}``.
+* FedAvg / FedProx: ``{}``;
+* client-level DP (Flower's fixed-clipping wrapper): ``client_dp/accountant``, the
+  accountant's state as a JSON string.
 
 Wrappers that expose the wrapped strategy as ``.strategy`` (:class:`UpdateValidator`,
 Flower's DP wrappers) are looked through.
@@ -50,8 +52,11 @@ def strategy_state(strategy: Strategy) -> State:
     ValueError
         If the strategy type is not one of the supported ones.
     """
+    from fedicd.privacy.client_level import client_dp_state
+
     inner = _unwrap(strategy)
-    return {k: np.array(v, copy=True) for k, v in _handler(inner)[0](inner).items()}
+    state = {**_handler(inner)[0](inner), **client_dp_state(strategy)}
+    return {k: np.array(v, copy=True) for k, v in state.items()}
 
 
 def load_strategy_state(strategy: Strategy, state: State) -> None:
@@ -62,6 +67,9 @@ def load_strategy_state(strategy: Strategy, state: State) -> None:
     ValueError
         If ``state`` holds keys that do not belong to this strategy type.
     """
+    from fedicd.privacy.client_level import load_client_dp_state
+
+    state = load_client_dp_state(strategy, state)
     inner = _unwrap(strategy)
     _, load, prefix = _handler(inner)
     foreign = sorted(k for k in state if not k.startswith(prefix) or not prefix)
