@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# CI runs the property tests on a fixed sequence of examples (a red build must be reproducible);
+# locally, hypothesis explores new examples on every run.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 from fedicd.data.notes import CodedNotes, LoadSummary
 

@@ -18,8 +18,10 @@ def test_toml_sections_map_to_dataclasses(tmp_path):
 def test_unknown_keys_and_bad_values_are_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['epoch'\] in \[train\]; valid keys: \["):
         config_from_dict({"train": {"epoch": 3}})
-    with pytest.raises(ConfigError, match=r"unknown top-level key\(s\) \['privacy'\]"):
-        config_from_dict({"privacy": {}})
+    with pytest.raises(ConfigError, match=r"unknown top-level key\(s\) \['secure'\]"):
+        config_from_dict({"secure": {}})
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['epsilon'\] in \[privacy\]"):
+        config_from_dict({"privacy": {"epsilon": 3}})
     with pytest.raises(ConfigError, match="data.path is required for data.source = 'codiesp'"):
         DataConfig(source="codiesp")
     with pytest.raises(ConfigError, match="data.source must be one of"):

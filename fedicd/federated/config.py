@@ -28,6 +28,11 @@ class FedConfig:
     ``"nan"`` (its update carries NaN), ``"shape"`` (an array of the wrong
     shape); ``fault_rounds`` empty means every round.
 
+    ``node_wait_s``: before every round the server waits up to this long for
+    all the partition's clients to be connected (a freshly started simulation
+    registers its nodes over a few seconds, and Flower's sampler would
+    otherwise draw from whoever is there: a first round with 1 of 3 clients).
+
     ``local_optimizer`` is the clients' optimizer: ``"adamw"`` (the paper's,
     re-created every round, as in Flower's examples) or ``"sgd"`` (plain SGD,
     no state). ``local_lr`` is its peak learning rate (0 = ``train.lr``),
@@ -59,12 +64,15 @@ class FedConfig:
     total_cpus: int = 2
     client_cpus: float = 1.0
     timeout_s: float = 3600.0
+    node_wait_s: float = 120.0
     checkpoint_every: int = 1
     fault_clients: tuple[int, ...] = ()
     fault_kind: str = "raise"
     fault_rounds: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        if not self.node_wait_s >= 0:
+            raise ConfigError(f"federated.node_wait_s must be >= 0, got {self.node_wait_s}")
         for name in ("rounds", "local_epochs", "total_cpus", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"federated.{name} must be >= 1, got {getattr(self, name)}")

@@ -76,7 +76,10 @@ def _train_round(strategy, grid: Grid, rnd: int, arrays, config: ConfigRecord, t
     replies = _sorted_replies(list(grid.send_and_receive(messages, timeout=timeout)))
     per_client = _client_epsilons(replies)
     new_arrays, metrics = strategy.aggregate_train(rnd, replies)
-    failures = sum(m.has_error() for m in replies)
+    failures = sum(m.has_error() for m in replies) + max(0, len(messages) - len(replies))
+    if len(replies) < len(messages):
+        log.warning("round %d: %d of %d train messages got no reply; counted as client failures", rnd,
+                    len(messages) - len(replies), len(messages))
     return new_arrays, metrics, message_bytes(messages), message_bytes(replies), failures, len(messages), per_client
 
 
@@ -111,6 +114,24 @@ def _evaluate_round(strategy, grid: Grid, rnd: int, arrays, timeout: float):
     return strategy.aggregate_evaluate(rnd, replies), message_bytes(messages), message_bytes(replies)
 
 
+def _wait_for_nodes(grid: Grid, expected: int, timeout: float, rnd: int) -> int:
+    """Block until ``expected`` nodes are connected (or ``timeout`` passes); returns how many are."""
+    start = time.monotonic()
+    deadline = start + timeout
+    while True:
+        connected = len(list(grid.get_node_ids()))
+        if connected >= expected:
+            if time.monotonic() - start > 0.01:
+                log.info("round %d: waited %.2f s for all %d clients to connect", rnd, time.monotonic() - start,
+                         expected)
+            return connected
+        if time.monotonic() >= deadline:
+            log.warning("round %d: only %d of %d clients connected after %.0f s; sampling from those",
+                        rnd, connected, expected, timeout)
+            return connected
+        time.sleep(0.05)
+
+
 def run_rounds(grid: Grid, run_dir: Path) -> None:
     """Run (or resume) every round of the run described by ``run_dir/run_meta.json``."""
     from fedicd.strategies import build_strategy, load_strategy_state, strategy_state
@@ -129,6 +150,7 @@ def run_rounds(grid: Grid, run_dir: Path) -> None:
     data = load_server_data(run_dir)
     for rnd in range(start, fed["rounds"] + 1):
         t0 = time.perf_counter()
+        _wait_for_nodes(grid, meta["n_clients"], float(fed.get("node_wait_s", 120.0)), rnd)
         config = ConfigRecord({"local-epochs": fed["local_epochs"]})
         new, train_metrics, sent, received, failures, sampled, epsilons = _train_round(
             strategy, grid, rnd, arrays, config, fed["timeout_s"])

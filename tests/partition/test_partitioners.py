@@ -76,9 +76,16 @@ def test_balance_caps_client_sizes(labels, k, seed, alpha, balance):
 @given(labels=label_sets(min_notes=5), k=st.integers(1, 10), seed=st.integers(0, 10_000),
        beta=st.floats(0.01, 100), m=st.integers(0, 5), dist=st.sampled_from(["dirichlet", "lognormal"]))
 def test_quantity_sizes_respect_minimum_and_sum(labels, k, seed, beta, m, dist):
-    assume(k * m <= len(labels))
+    assume(k <= len(labels) and k * m <= len(labels))  # more clients than notes is refused (test below)
     p = quantity_partition(labels, k, seed=seed, beta=beta, distribution=dist, min_partition_size=m)
     assert min(p.sizes) >= m and sum(p.sizes) == len(labels)
+
+
+@pytest.mark.parametrize(("partitioner", "kwargs"), [(iid_partition, {}), (quantity_partition, {}),
+                                                     (dirichlet_partition, {"alpha": 0.5})])
+def test_more_clients_than_notes_is_refused(partitioner, kwargs):
+    with pytest.raises(PartitionError, match="n_clients=6 is more than the 5 notes to share out"):
+        partitioner([("C00",)] * 5, 6, seed=0, **kwargs)
 
 
 @SETTINGS
