@@ -86,7 +86,7 @@ def handle_train(msg: Message, run_dir: Path, meta: dict, pid: int) -> Message:
                              partition_id=pid, seed=meta["seed"],
                              proximal_mu=float(msg.content["config"].get("proximal-mu", 0.0)),
                              optimizer=fed.get("local_optimizer", "adamw"), lr=float(fed.get("local_lr", 0.0)))
-    privacy = meta.get("privacy", {"dp": "none"})
+    privacy = _privacy_meta(meta)
     t0 = time.perf_counter()
     if privacy["dp"] == "sample":
         loss, dp_metrics = _dp_train(model, data, cfg, local, meta, run_dir, pid, scaffold=c is not None)
@@ -107,6 +107,18 @@ def handle_train(msg: Message, run_dir: Path, meta: dict, pid: int) -> Message:
     return Message(content=content, reply_to=msg)
 
 
+def _privacy_meta(meta: dict) -> dict:
+    """The run's DP plan; a run whose config asks for DP but was staged without a plan is refused."""
+    wanted = meta.get("config", {}).get("privacy", {}).get("dp", "none")
+    if "privacy" not in meta:
+        if wanted != "none":
+            raise RuntimeError(f"the config asks for privacy.dp = {wanted!r} but run_meta.json holds no DP plan "
+                               "(stage runs with fedicd.federated.simulation.add_privacy); refusing to train "
+                               "without it")
+        return {"dp": "none"}
+    return meta["privacy"]
+
+
 def _dp_train(model, data, cfg: TrainConfig, local: LocalTrainConfig, meta: dict, run_dir: Path, pid: int, *,
               scaffold: bool) -> tuple[float, dict]:
     """One DP-SGD round; the accountant history lives in the client's directory, keyed by round."""
@@ -117,11 +129,11 @@ def _dp_train(model, data, cfg: TrainConfig, local: LocalTrainConfig, meta: dict
     privacy = PrivacyConfig(**meta["config"]["privacy"])
     plan = DPPlan(**meta["privacy"]["clients"][pid])
     client_dir = run_dir / "clients" / str(pid)
-    history = load_history(client_dir, local.server_round)
+    history = load_history(client_dir, local.server_round, count_all=privacy.secure_rng)
     check_budget(plan, history, plan.steps_per_epoch * local.local_epochs, partition_id=pid,
                  server_round=local.server_round)
     res = dp_local_train(model, data.x_train, data.y_train, cfg, local, privacy, plan, history, scaffold=scaffold)
-    save_history(client_dir, local.server_round, res.history)
+    save_history(client_dir, local.server_round, res.history, count_all=privacy.secure_rng)
     return res.loss, {"epsilon": res.epsilon, "dp_steps": res.steps, "dp_empty_batches": res.empty_batches,
                       "dp_clipped_fraction": res.clipped_fraction}
 

@@ -9,6 +9,7 @@ notes: loss, and micro/macro F1 at the threshold that is best on validation.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -95,6 +96,50 @@ def _client_epsilons(replies: list[Message]) -> dict[str, float]:
     return out
 
 
+RELEASE_LOG = "client_dp_releases.jsonl"
+
+
+def _log_release(run_dir: Path, strategy, rnd: int) -> None:
+    """Under client-level DP, record a noised aggregate the moment it exists (before any checkpoint)."""
+    from fedicd.privacy.client_level import find_client_dp
+
+    dp = find_client_dp(strategy)
+    if dp is None or dp.accountant is None:
+        return
+    with (run_dir / RELEASE_LOG).open("a") as fh:
+        fh.write(json.dumps({"round": rnd, "noise_multiplier": dp.noise_multiplier,
+                             "sample_size": dp.num_sampled_clients}) + "\n")
+
+
+def _recount_lost_releases(run_dir: Path, strategy, ckpt_round: int) -> int:
+    """Compose the releases made after the checkpoint into the restored accountant.
+
+    Flower's noise is unseeded, so a crashed round that had already released its noised
+    aggregate is a different release from the one the resumed run will make: both count.
+    """
+    from flwr.supercore.privacy_accounting import GaussianPrivacyEvent
+
+    from fedicd.privacy.client_level import find_client_dp
+
+    dp = find_client_dp(strategy)
+    path = run_dir / RELEASE_LOG
+    if dp is None or dp.accountant is None or not path.exists():
+        return 0
+    lost = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lost = [r for r in lost if r["round"] > ckpt_round]
+    for r in lost:
+        dp.accountant.compose(GaussianPrivacyEvent(noise_multiplier=r["noise_multiplier"],
+                                                   sample_size=r["sample_size"],
+                                                   population_size=dp.accountant.config.population_size))
+    if lost:
+        log.warning("client-level DP: %d release(s) after the round-%d checkpoint were made before the crash; "
+                    "counted in ε", len(lost), ckpt_round)
+        path.write_text("".join(json.dumps(r) + "\n" for r in
+                                [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+                                if r["round"] <= ckpt_round))
+    return len(lost)
+
+
 def _client_dp_row(strategy) -> dict[str, float]:
     from fedicd.privacy.client_level import find_client_dp
 
@@ -146,6 +191,7 @@ def run_rounds(grid: Grid, run_dir: Path) -> None:
     else:
         arrays, history, rejections, start = ckpt["arrays"], ckpt["history"], ckpt["rejections"], ckpt["round"] + 1
         load_strategy_state(strategy, ckpt["strategy_state"])
+        _recount_lost_releases(run_dir, strategy, ckpt["round"])
         log.info("resuming %s at round %d", run_dir, start)
     data = load_server_data(run_dir)
     for rnd in range(start, fed["rounds"] + 1):
@@ -158,6 +204,7 @@ def run_rounds(grid: Grid, run_dir: Path) -> None:
             log.warning("round %d: no valid update; the global model is unchanged", rnd)
         else:
             arrays = from_record(new)
+            _log_release(run_dir, strategy, rnd)
         eval_metrics, sent_e, received_e = _evaluate_round(strategy, grid, rnd, arrays, fed["timeout_s"])
         row = {"round": rnd, "clients_sampled": sampled, "client_failures": failures,
                "updated": new is not None, "bytes_sent": sent + sent_e, "bytes_received": received + received_e,

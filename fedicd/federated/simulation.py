@@ -134,16 +134,19 @@ def run_federated(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = 
     return _finalize(cfg, out, meta, ckpt, seconds)
 
 
-def _privacy_results(meta: dict, history: list[dict]) -> dict:
+def _privacy_results(meta: dict, history: list[dict], out: Path) -> dict:
     """What a paper needs to quote: final ε, δ, σ, C, steps and the accountant."""
     priv = dict(meta.get("privacy", {"dp": "none"}))
     if priv["dp"] == "sample":
-        eps = [v for k, v in history[-1].items() if k.startswith("epsilon_client_")] if history else []
+        from fedicd.privacy.accounting import epsilon_of, load_history
+
+        # from each client's own accountant file: clients that skipped or failed late rounds are still counted
+        histories = [load_history(out / "clients" / str(k), 10**9, count_all=bool(priv.get("secure_rng")))
+                     for k in range(len(priv["clients"]))]
+        eps = [epsilon_of(h, c["delta"]) for h, c in zip(histories, priv["clients"])]
         priv["final_epsilon_max"] = max(eps) if eps else None
-        priv["final_epsilon_per_client"] = {k.removeprefix("epsilon_"): v for k, v in history[-1].items()
-                                            if k.startswith("epsilon_client_")} if history else {}
-        priv["steps_per_client"] = [c["steps_per_epoch"] * meta["federated"]["local_epochs"] * len(history)
-                                    for c in priv["clients"]]
+        priv["final_epsilon_per_client"] = {f"client_{k}": e for k, e in enumerate(eps)}
+        priv["steps_per_client"] = [sum(s for *_, s in h) for h in histories]
     elif priv["dp"] == "client":
         priv["final_epsilon"] = history[-1].get("client_dp_epsilon") if history else None
         priv["releases"] = history[-1].get("client_dp_releases") if history else 0
@@ -167,7 +170,7 @@ def _finalize(cfg: ExperimentConfig, out: Path, meta: dict, ckpt: dict, seconds:
                "rejections": ckpt["rejections"], "labels": meta.get("labels"), "embedding": meta.get("embedding"),
                "client_sizes": meta["client_sizes"], "load_summary": meta.get("load_summary"),
                "seconds": {"simulation": seconds, "rounds": sum(r["seconds"] for r in ckpt["history"])},
-               "privacy": _privacy_results(meta, ckpt["history"]), "config": meta["config"]}
+               "privacy": _privacy_results(meta, ckpt["history"], out), "config": meta["config"]}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     _write_history(out, ckpt["history"])
     plot_learning_curves(ckpt["history"], out / "learning_curves.png", title=cfg.name)

@@ -96,22 +96,30 @@ def epsilon_of(history: list, delta: float) -> float:
     return float(acc.get_epsilon(delta))
 
 
-def load_history(client_dir: str | Path, before_round: int) -> list:
-    """The accountant history as of the end of the last round before ``before_round``."""
+def load_history(client_dir: str | Path, before_round: int, *, count_all: bool = False) -> list:
+    """The accountant history as of the end of the last round before ``before_round``.
+
+    ``count_all``: the longest history ever recorded instead, crashed rounds after the checkpoint included;
+    for runs whose replayed rounds are new releases (unseeded noise), so nothing released is forgotten.
+    """
     path = Path(client_dir) / HISTORY_FILE
     if not path.exists():
         return []
     rounds = {int(k): v for k, v in json.loads(path.read_text())["rounds"].items()}
+    if count_all:
+        return [tuple(h) for h in max(rounds.values(), key=lambda h: sum(s for *_, s in h))] if rounds else []
     earlier = [r for r in rounds if r < before_round]
     return [tuple(h) for h in rounds[max(earlier)]] if earlier else []
 
 
-def save_history(client_dir: str | Path, server_round: int, history: list) -> None:
-    """Record the history after ``server_round`` (atomic write; later rounds of a crashed run are dropped)."""
+def save_history(client_dir: str | Path, server_round: int, history: list, *, count_all: bool = False) -> None:
+    """Record the history after ``server_round`` (atomic write; later rounds of a crashed run are dropped
+    unless ``count_all``)."""
     path = Path(client_dir) / HISTORY_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     rounds = json.loads(path.read_text())["rounds"] if path.exists() else {}
-    rounds = {k: v for k, v in rounds.items() if int(k) < server_round}
+    if not count_all:
+        rounds = {k: v for k, v in rounds.items() if int(k) < server_round}
     rounds[str(server_round)] = [list(h) for h in history]
     tmp = path.with_name(f"{HISTORY_FILE}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps({"mechanism": "rdp", "rounds": rounds}))

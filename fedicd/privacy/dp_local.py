@@ -8,8 +8,13 @@ refused: its control variates are full-batch gradients of the private data.
 Randomness: by default Poisson sampling and noise come from generators seeded
 by (experiment seed, round, client), so a run is reproducible; that is a
 *simulation* of DP (whoever knows the seed can subtract the noise). With
-``privacy.secure_rng = true`` both are drawn from the OS's secure randomness
-(Opacus ``secure_mode``) and runs are no longer repeatable.
+``privacy.secure_rng = true`` both generators are seeded from the OS's entropy
+(``secrets``) and Opacus' ``secure_mode`` sampling is used against
+floating-point attacks: runs are no longer repeatable and the seed is not
+public. torch's generator is still a Mersenne Twister, not a cryptographic
+generator (Opacus uses torchcsprng for that, which is not installed here).
+Because a resumed secure round is a new release, secure runs count every round
+ever trained, crashed ones included (:func:`load_history` ``count_all``).
 """
 
 from __future__ import annotations
@@ -86,7 +91,7 @@ def dp_local_train(model: torch.nn.Module, x_train, y_train, train_cfg: TrainCon
     seed = round_seed(local)
     if privacy.secure_rng:
         sampler = torch.Generator().manual_seed(secrets.randbits(62))
-        noise_gen = None
+        noise_gen = torch.Generator().manual_seed(secrets.randbits(62))
     else:
         sampler = torch.Generator().manual_seed(seed + 11)
         noise_gen = torch.Generator().manual_seed(seed + 12)

@@ -99,7 +99,7 @@ class DPStepper:
         self.accountant.history = [tuple(h) for h in (history or [])]
         kwargs = {"noise_multiplier": plan.noise_multiplier, "max_grad_norm": self.clip,
                   "expected_batch_size": max(1, round(plan.sample_rate * plan.n)), "loss_reduction": "mean",
-                  "generator": None if secure_rng else noise_generator, "secure_mode": secure_rng}
+                  "generator": noise_generator, "secure_mode": secure_rng}
         self._gsm = None
         if clipping == "fused":
             self._clipper = FusedClipper(model)

@@ -67,11 +67,14 @@ def plan_privacy(cfg: ExperimentConfig, client_sizes: list[int], input_dim: int,
                                           "clipping": p.clipping, "head_notices": notices, "clients": plans}}
     from fedicd.privacy.client_level import calibrate_client_noise
 
+    # Flower's wrapper adds noise to every array, BatchNorm's running variance included (negative → NaN)
+    train, notices = dp_compatible_train(cfg, input_dim, n_labels)
     population = len(client_sizes)
     sampled = max(int(population * fed.fraction_train), fed.node_minimums(population)[1])
     noise = (calibrate_client_noise(p.target_epsilon, p.resolved_delta, fed.rounds, sampled, population)
              if p.target_epsilon > 0 else p.noise)
-    return {"train": None, "meta": {**base, "accountant": "flwr RdpAccountant (client-level, no amplification)",
+    return {"train": train, "meta": {**base, "accountant": "flwr RdpAccountant (client-level, no amplification)",
+                                     "head_notices": notices,
                                     "noise_multiplier": noise, "sampled_clients": sampled,
                                     "population": population, "client_side_clipping": p.client_side_clipping,
                                     "noise_std": noise * p.clip / sampled}}

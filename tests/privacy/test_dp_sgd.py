@@ -135,3 +135,28 @@ def test_privacy_config_needs_exactly_one_of_noise_and_target():
     with pytest.raises(ValueError, match="privacy.dp must be one of"):
         PrivacyConfig(dp="user")
     assert PrivacyConfig().resolved_delta == 1e-5 and not PrivacyConfig().enabled
+
+
+def test_secure_runs_count_every_round_ever_trained(tmp_path):
+    """A resumed secure round is a new release: the longer (crashed) history is kept and built on."""
+    save_history(tmp_path, 1, [(1.0, 0.5, 2)], count_all=True)
+    save_history(tmp_path, 2, [(1.0, 0.5, 4)], count_all=True)  # crashed after this round was trained
+    assert load_history(tmp_path, 2, count_all=True) == [(1.0, 0.5, 4)]
+    assert load_history(tmp_path, 2) == [(1.0, 0.5, 2)]  # a seeded replay is identical: not counted twice
+
+
+def test_secure_rng_noise_is_not_reproducible():
+    x, y = _client_rows()
+    cfg = TrainConfig(seed=0, batch_size=16)
+    plan = plan_dp(n=60, batch_size=16, rounds=1, local_epochs=1, noise=1.0, target_epsilon=0.0, delta=1e-5)
+    results = {}
+    for secure in (False, True):
+        outs = []
+        for _ in range(2):
+            torch.manual_seed(0)
+            model = cfg.build(8, 5)
+            dp_local_train(model, x, y, cfg, LocalTrainConfig(1, 1, 1, 0, 0),
+                           PrivacyConfig(dp="sample", noise=1.0, secure_rng=secure), plan, [])
+            outs.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        results[secure] = torch.equal(outs[0], outs[1])
+    assert results == {False: True, True: False}

@@ -99,3 +99,27 @@ def test_unsupported_private_settings_fail_before_training(tmp_path, cache, extr
 def test_dp_needs_the_federated_mode():
     with pytest.raises(ConfigError, match="needs train.mode = 'federated'"):
         load_config(None, ['privacy.dp="sample"', "privacy.noise=1.0"])
+
+
+def test_client_dp_releases_after_the_checkpoint_are_recounted_on_resume(tmp_path):
+    import json
+
+    from fedicd.federated.server import RELEASE_LOG, _recount_lost_releases
+
+    dp = {"noise": 1.0, "clip": 1.0, "sampled": 2, "population": 2, "delta": 1e-5, "max_epsilon": None,
+          "client_side": False}
+    strategy = build_strategy("fedavg", client_dp=dp, weighted_by_key="unit-weight", min_available_nodes=2,
+                              min_train_nodes=2, min_evaluate_nodes=1)
+    log = [{"round": r, "noise_multiplier": 1.0, "sample_size": 2} for r in (1, 2, 3)]
+    (tmp_path / RELEASE_LOG).write_text("".join(json.dumps(r) + "\n" for r in log))
+    assert _recount_lost_releases(tmp_path, strategy, ckpt_round=2) == 1  # round 3 released, then the crash
+    assert strategy.strategy.accountant.num_releases == 1
+    assert [json.loads(x)["round"] for x in (tmp_path / RELEASE_LOG).read_text().splitlines()] == [1, 2]
+
+
+def test_a_dp_config_staged_without_a_plan_is_refused(tmp_path):
+    from fedicd.federated.client_handlers import _privacy_meta
+
+    with pytest.raises(RuntimeError, match="asks for privacy.dp = 'sample' but run_meta.json holds no DP plan"):
+        _privacy_meta({"config": {"privacy": {"dp": "sample"}}})
+    assert _privacy_meta({"config": {"privacy": {"dp": "none"}}}) == {"dp": "none"}
