@@ -17,7 +17,10 @@ from sklearn.metrics import roc_auc_score
 
 from attacks.threat import AdversaryView
 
-__all__ = ["infer_attribute", "code_attributes", "ATTRIBUTES", "auc_with_ci", "topk_accuracy"]
+__all__ = ["infer_attribute", "code_attributes", "text_attributes", "ATTRIBUTES", "auc_with_ci", "topk_accuracy"]
+
+FEMALE_WORDS = frozenset("she her hers herself woman women female girl mrs ms mother daughter wife".split())
+MALE_WORDS = frozenset("he him his himself man men male boy mr father son husband".split())
 
 
 def _any_prefix(prefixes: tuple[str, ...]) -> Callable[[Sequence[str]], bool]:
@@ -34,6 +37,17 @@ ATTRIBUTES: dict[str, Callable[[Sequence[str]], bool]] = {
 def code_attributes(codes: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
     """Binary attributes from each note's ICD-10 codes (ground truth for scoring or the adversary's labels)."""
     return {name: np.array([rule(c) for c in codes], dtype=int) for name, rule in ATTRIBUTES.items()}
+
+
+def text_attributes(texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """``female``: 1 when a note has more female than male words (she, her, woman, mrs, ...), else 0."""
+    from attacks.scoring import words
+
+    out = []
+    for t in texts:
+        w = words(t)
+        out.append(int(sum(x in FEMALE_WORDS for x in w) > sum(x in MALE_WORDS for x in w)))
+    return {"female": np.array(out, dtype=int)}
 
 
 def infer_attribute(view: AdversaryView, aux_labels: Sequence, *, n_labelled: int | None = None, seed: int = 0,

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from attacks import AdversaryView, AttackReport
-from attacks.attribute import auc_with_ci, code_attributes, infer_attribute
+from attacks.attribute import auc_with_ci, code_attributes, infer_attribute, text_attributes, topk_accuracy
 from attacks.bow import BowConfig, invert_bag_of_words
 from attacks.retrieval import hits_at_k, rank_candidates
 from attacks.scoring import set_prf, summarize, words
@@ -133,9 +133,17 @@ def _retrieval(corpus: str, view: AdversaryView, victims: list[str], identifiers
     return rep
 
 
-def attribute_report(view: AdversaryView, aux_codes, victim_codes, n_labelled: int, seed: int = 0) -> AttackReport:
-    aux_attr, vic_attr = code_attributes(aux_codes), code_attributes(victim_codes)
+def attribute_report(view: AdversaryView, aux_codes, victim_codes, n_labelled: int, victims: list[str],
+                     aux_sites=None, victim_sites=None, seed: int = 0) -> AttackReport:
+    aux_attr = {**code_attributes(aux_codes), **text_attributes(list(view.aux_texts))}
+    vic_attr = {**code_attributes(victim_codes), **text_attributes(victims)}
     metrics, base, settings = {}, {}, {"n_labelled": n_labelled}
+    if aux_sites is not None:
+        probs, classes = infer_attribute(view, aux_sites, n_labelled=n_labelled, seed=seed)
+        majority = max(set(aux_sites), key=list(aux_sites).count)
+        for k in (1, 2):
+            metrics[f"site_top{k}_accuracy"] = summarize({"a": topk_accuracy(victim_sites, probs, classes, k)})["a"]
+        base["site_top1_accuracy"] = summarize({"a": [float(s == majority) for s in victim_sites]})["a"]
     for name in aux_attr:
         y_v = vic_attr[name]
         settings[f"{name}_victim_prevalence"] = float(y_v.mean())
@@ -182,7 +190,11 @@ def run_corpus(corpus: str, out: Path, clinical: set[str]) -> list[AttackReport]
     reports.append(_retrieval(corpus, view, victims, identifiers, aux_emb, cfg))
     labelled_view = AdversaryView(target_embeddings=target, aux_texts=labelled_texts,
                                   aux_embeddings=_embed(labelled_texts, cfg))
-    reports.append(attribute_report(labelled_view, labelled_codes, victim_codes, n_labelled=min(200, len(labelled_texts))))
+    sites = notes.sites if corpus == "synthetic" else None
+    aux_sites = [sites[i] for i in data.parts["train"]] if sites is not None else None
+    victim_sites = [sites[i] for i in victims_idx] if sites is not None else None
+    reports.append(attribute_report(labelled_view, labelled_codes, victim_codes, min(200, len(labelled_texts)),
+                                    victims, aux_sites, victim_sites))
     for rep in reports:
         rep.settings["corpus"] = corpus
         rep.save(out / corpus / f"{rep.attack}.json")

@@ -69,3 +69,10 @@ def test_attribute_inference_beats_the_majority_baseline_and_labels_are_checked(
     attrs = code_attributes([("F32.9", "I10"), ("B20",), ("O80", "Z3A.39"), ("I10",)])
     assert attrs["mental_health"].tolist() == [1, 0, 0, 0] and attrs["hiv"].tolist() == [0, 1, 0, 0]
     assert attrs["pregnancy"].tolist() == [0, 0, 1, 0]
+
+
+def test_text_attributes_by_hand():
+    from attacks.attribute import text_attributes
+
+    got = text_attributes(["She reports her pain; Mrs. Doe.", "He denies; his wife is here.", "No pronouns."])
+    assert got["female"].tolist() == [1, 0, 0]
