@@ -125,8 +125,8 @@ def _recount_lost_releases(run_dir: Path, strategy, ckpt_round: int) -> int:
     path = run_dir / RELEASE_LOG
     if dp is None or dp.accountant is None or not path.exists():
         return 0
-    lost = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    lost = [r for r in lost if r["round"] > ckpt_round]
+    logged = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lost = [r for r in logged if r["round"] > ckpt_round]
     for r in lost:
         dp.accountant.compose(GaussianPrivacyEvent(noise_multiplier=r["noise_multiplier"],
                                                    sample_size=r["sample_size"],
@@ -134,9 +134,7 @@ def _recount_lost_releases(run_dir: Path, strategy, ckpt_round: int) -> int:
     if lost:
         log.warning("client-level DP: %d release(s) after the round-%d checkpoint were made before the crash; "
                     "counted in ε", len(lost), ckpt_round)
-        path.write_text("".join(json.dumps(r) + "\n" for r in
-                                [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-                                if r["round"] <= ckpt_round))
+        path.write_text("".join(json.dumps(r) + "\n" for r in logged if r["round"] <= ckpt_round))
     return len(lost)
 
 

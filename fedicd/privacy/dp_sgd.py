@@ -62,15 +62,19 @@ class PerSampleCriterion:
     """
 
     def __init__(self, loss: HybridLoss):
-        self.loss = loss
+        self.per_sample = per_sample_loss(loss)
         self.reduction = "mean"
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        per_sample = HybridLoss(alpha=self.loss.alpha, gamma=self.loss.gamma, bce_weight=self.loss.bce_weight,
-                                reduction="per_sample")(logits, targets)
+        values = self.per_sample(logits, targets)
         if self.reduction == "none":
-            return per_sample
-        return per_sample.mean() if self.reduction == "mean" else per_sample.sum()
+            return values
+        return values.mean() if self.reduction == "mean" else values.sum()
+
+
+def per_sample_loss(loss: HybridLoss) -> HybridLoss:
+    """The same HybridLoss with one value per sample (the mean over labels)."""
+    return HybridLoss(alpha=loss.alpha, gamma=loss.gamma, bce_weight=loss.bce_weight, reduction="per_sample")
 
 
 @dataclass
@@ -94,7 +98,6 @@ class DPStepper:
                  clip: float, clipping: str = "fused", history: list | None = None,
                  noise_generator: torch.Generator | None = None, secure_rng: bool = False):
         self.model, self.plan, self.clip, self.clipping = model, plan, float(clip), clipping
-        self.loss = loss
         self.accountant = RDPAccountant()
         self.accountant.history = [tuple(h) for h in (history or [])]
         kwargs = {"noise_multiplier": plan.noise_multiplier, "max_grad_norm": self.clip,
@@ -116,8 +119,7 @@ class DPStepper:
             raise ValueError(f"clipping must be 'fused', 'ghost' or 'hooks', got {clipping!r}")
         self.optimizer.attach_step_hook(self.accountant.get_optimizer_hook_fn(sample_rate=plan.sample_rate))
         self.stats = StepStats()
-        self._per_sample = HybridLoss(alpha=loss.alpha, gamma=loss.gamma, bce_weight=loss.bce_weight,
-                                      reduction="per_sample")
+        self._per_sample = per_sample_loss(loss)
 
     @property
     def history(self) -> list:
