@@ -6,9 +6,12 @@ A separate top-level package. Every attack takes an :class:`attacks.threat.Adver
 one format (:class:`attacks.report.AttackReport`: metrics with bootstrap 95 % CIs,
 settings, examples, baselines).
 
-Implemented: bag-of-words inversion (:mod:`attacks.bow`), retrieval inversion
-(:mod:`attacks.retrieval`). In progress (issue 7): generative inversion, attribute
-inference, defences, the CLI and the CodiEsp/synthetic report.
+Attacks: bag-of-words inversion (:mod:`attacks.bow`), generative inversion with
+optional re-embedding correction (:mod:`attacks.generative`), retrieval inversion
+(:mod:`attacks.retrieval`), attribute inference (:mod:`attacks.attribute`); defences
+to measure them against in :mod:`attacks.defences`. fedicd's glue (its data, the
+public encoder, the ``fedicd attack`` CLI) lives in ``fedicd.attack_reports`` and
+``fedicd.attack_sweep``; this package never imports fedicd.
 """
 
 from attacks.report import AttackReport

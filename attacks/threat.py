@@ -23,6 +23,9 @@ Encoder = Callable[[Sequence[str]], np.ndarray]
 THREAT_MODELS = {
     "bow_inversion": "Holds victims' note embeddings, the public encoder and public auxiliary notes; wants the "
                      "set of words (clinical terms, names) in each victim note.",
+    "generative_inversion": "Holds victims' embeddings (here of 32-token note prefixes), the public encoder and "
+                            "its tokenizer, and public auxiliary notes; trains a decoder from vector to text on "
+                            "auxiliary spans and wants each victim's text verbatim (names, MRN, dates, diagnoses).",
     "retrieval_inversion": "Holds victims' embeddings and a candidate pool of texts it guesses the victims wrote "
                            "(embedded with the public encoder); wants to find each victim's text in the pool.",
     "attribute_inference": "Holds victims' embeddings and a few public notes labelled with a sensitive attribute "

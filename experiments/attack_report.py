@@ -1,6 +1,6 @@
-"""Attack fedicd's own embeddings: bag-of-words inversion, retrieval, attribute inference (CIs included).
+"""Attack fedicd's own embeddings: bag-of-words, generative and retrieval inversion, attribute inference.
 
-    python experiments/attack_report.py --out runs/attacks [--corpus synthetic codiesp]
+    python experiments/attack_report.py --out runs/attacks [--corpus synthetic codiesp] [--skip generative]
 
 Embeddings are the raw all-MiniLM-L6-v2 vectors fedicd computes (cached), what
 a leaked vector store or an intercepted client upload would hold.
@@ -13,6 +13,11 @@ a leaked vector store or an intercepted client upload would hold.
   2,751 uncoded background cases (bag of words, retrieval distractors); labelled
   notes for attribute inference = the public training cases.
 
+Generative inversion attacks the vectors of the victims' 32-token prefixes (the
+public encoder's tokens; vec2text's MIMIC setting), with a decoder trained from
+scratch on auxiliary spans of at most 32 tokens (every note's prefix plus
+windows every 32 tokens, up to ``--gen-spans``).
+
 Writes one JSON report per corpus and attack (``attacks.report.AttackReport``)
 and prints the tables.
 """
@@ -20,6 +25,7 @@ and prints the tables.
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import time
 from pathlib import Path
@@ -27,62 +33,13 @@ from pathlib import Path
 import numpy as np
 
 from attacks import AdversaryView, AttackReport
-from attacks.attribute import auc_with_ci, code_attributes, infer_attribute, text_attributes, topk_accuracy
-from attacks.bow import BowConfig, invert_bag_of_words
 from attacks.retrieval import hits_at_k, rank_candidates
-from attacks.scoring import set_prf, summarize, words
+from attacks.scoring import summarize
+from fedicd.attack_reports import (AttackData, attribute_report, bow_report, clinical_vocabulary, embed,
+                                   generative_report, load_attack_data)
 from fedicd.config import load_config
-from fedicd.embedding import embed_texts
-from fedicd.experiment import prepare_data
 
 CONFIGS = {"synthetic": "experiments/configs/synthetic_fed.toml", "codiesp": "experiments/configs/codiesp_fed.toml"}
-
-
-def clinical_vocabulary() -> set[str]:
-    """Words of ICD-10-CM code descriptions that are not everyday English function words."""
-    import simple_icd_10_cm as icd
-
-    stop = set("a an and or of the in on with without to for by due not other unspecified as at from than "
-               "into other specified type site part left right".split())
-    vocab = {w for code in icd.get_all_codes(with_dots=False) for w in words(icd.get_description(code))}
-    return {w for w in vocab if w not in stop and not w.isdigit() and len(w) > 2}
-
-
-def _embed(texts: list[str], cfg) -> np.ndarray:
-    return embed_texts(texts, cfg.embedding, cache_dir=cfg.cache_dir, progress=False).vectors
-
-
-def bow_report(view: AdversaryView, victims: list[str], clinical: set[str], identifiers=None,
-               seed: int = 0) -> AttackReport:
-    guesses, inverter = invert_bag_of_words(view, BowConfig(seed=seed))
-    truth = [set(words(t)) for t in victims]
-    per = {"word_precision": [], "word_recall": [], "word_f1": [], "clinical_f1": []}
-    for g, t in zip(guesses, truth):
-        p, r, f = set_prf(g, t)
-        per["word_precision"].append(p)
-        per["word_recall"].append(r)
-        per["word_f1"].append(f)
-        per["clinical_f1"].append(set_prf(g & clinical, t & clinical)[2])
-    if identifiers is not None:
-        per.update({"first_name_recovered": [], "last_name_recovered": [], "full_name_recovered": [],
-                    "mrn_recovered": []})
-        for g, who in zip(guesses, identifiers):
-            first, last = who.first_name.lower(), who.last_name.lower()
-            per["first_name_recovered"].append(float(first in g))
-            per["last_name_recovered"].append(float(last in g))
-            per["full_name_recovered"].append(float(first in g and last in g))
-            per["mrn_recovered"].append(float(set(words(who.mrn)) <= g))
-    # baseline: guess the auxiliary corpus's most frequent words for everyone (same number as the median guess)
-    k = int(np.median([len(g) for g in guesses])) or 1
-    common = set(inverter.vocab[:k])
-    base = {"word_f1": [set_prf(common, t)[2] for t in truth],
-            "clinical_f1": [set_prf(common & clinical, t & clinical)[2] for t in truth]}
-    examples = [{"victim": i, "guessed_words": sorted(guesses[i])[:30], "true_words_found": sorted(guesses[i] & truth[i])[:30],
-                 "true_text_start": victims[i][:200]} for i in range(min(5, len(victims)))]
-    return AttackReport("bow_inversion", summarize(per, seed=seed),
-                        settings={"vocabulary": len(inverter.vocab), "threshold": float(inverter.threshold),
-                                  "aux_texts": len(view.aux_texts), "victims": view.n_targets},
-                        examples=examples, baselines=summarize(base, seed=seed))
 
 
 def retrieval_report(view: AdversaryView, pool_emb: np.ndarray, truth_idx: np.ndarray, seed: int = 0) -> AttackReport:
@@ -118,7 +75,7 @@ def _retrieval(corpus: str, view: AdversaryView, victims: list[str], identifiers
             texts = [_swap_name(victims[i], true, cand) for cand in cands]
             sub = AdversaryView(target_embeddings=view.target_embeddings[i:i + 1], aux_texts=(),
                                 aux_embeddings=np.zeros((0, view.target_embeddings.shape[1])))
-            ranked = rank_candidates(sub, _embed(texts, cfg), k=len(cands))
+            ranked = rank_candidates(sub, embed(texts, cfg), k=len(cands))
             hits1.append(float(ranked[0, 0] == 0))
             hits3.append(float(0 in ranked[0, :3]))
             rand1.append(float(rng.integers(len(cands)) == 0))
@@ -127,74 +84,32 @@ def _retrieval(corpus: str, view: AdversaryView, victims: list[str], identifiers
                                       "guess_set": "victim note with the true or a decoy name"},
                             baselines=summarize({"name_hit@1": rand1}, seed=seed))
     halves = [" ".join(v.split()[: max(1, len(v.split()) // 2)]) for v in victims]
-    pool_emb = np.concatenate([aux_emb, _embed(halves, cfg)])
+    pool_emb = np.concatenate([aux_emb, embed(halves, cfg)])
     rep = retrieval_report(view, pool_emb, np.arange(len(aux_emb), len(pool_emb)), seed=seed)
     rep.settings["guess_set"] = "background notes + the first half of each victim note"
     return rep
 
 
-def attribute_report(view: AdversaryView, aux_codes, victim_codes, n_labelled: int, victims: list[str],
-                     aux_sites=None, victim_sites=None, seed: int = 0) -> AttackReport:
-    aux_attr = {**code_attributes(aux_codes), **text_attributes(list(view.aux_texts))}
-    vic_attr = {**code_attributes(victim_codes), **text_attributes(victims)}
-    metrics, base, settings = {}, {}, {"n_labelled": n_labelled}
-    if aux_sites is not None:
-        probs, classes = infer_attribute(view, aux_sites, n_labelled=n_labelled, seed=seed)
-        majority = max(set(aux_sites), key=list(aux_sites).count)
-        for k in (1, 2):
-            metrics[f"site_top{k}_accuracy"] = summarize({"a": topk_accuracy(victim_sites, probs, classes, k)})["a"]
-        base["site_top1_accuracy"] = summarize({"a": [float(s == majority) for s in victim_sites]})["a"]
-    for name in aux_attr:
-        y_v = vic_attr[name]
-        settings[f"{name}_victim_prevalence"] = float(y_v.mean())
-        if len(np.unique(y_v)) < 2 or aux_attr[name].sum() < 2:
-            settings[f"{name}_skipped"] = "one class only among victims or labelled notes"
-            continue
-        try:
-            probs, classes = infer_attribute(view, aux_attr[name], n_labelled=n_labelled, seed=seed)
-        except ValueError as exc:
-            settings[f"{name}_skipped"] = str(exc)
-            continue
-        metrics[f"{name}_auc"] = auc_with_ci(y_v, probs[:, classes.index(1)], seed=seed)
-        base[f"{name}_auc"] = {"value": 0.5, "ci_low": 0.5, "ci_high": 0.5, "n": int(len(y_v))}
-    return AttackReport("attribute_inference", metrics, settings=settings, baselines=base)
-
-
-def run_corpus(corpus: str, out: Path, clinical: set[str]) -> list[AttackReport]:
+def run_corpus(corpus: str, out: Path, clinical: set[str], skip: tuple[str, ...] = (),
+               gen_spans: int = 8000) -> list[AttackReport]:
     cfg = load_config(CONFIGS[corpus])
-    data = prepare_data(cfg)
-    notes = data.notes
-    victims_idx = data.parts["test"]
-    victims = [notes.texts[i] for i in victims_idx]
-    victim_codes = [notes.codes[i] for i in victims_idx]
-    identifiers = None
-    if corpus == "synthetic":
-        from fedicd.data.sources import synthetic_corpus
-
-        by_id = {p.note_id: p for p in synthetic_corpus(cfg.data, cfg.seed).identifiers}
-        identifiers = [by_id[notes.ids[i]] for i in victims_idx]
-        aux_idx = data.parts["train"]
-        aux_texts = [notes.texts[i] for i in aux_idx]
-        labelled_texts, labelled_codes = aux_texts, [notes.codes[i] for i in aux_idx]
-    else:
-        from fedicd.data.codiesp import load_codiesp_background
-
-        _, aux_texts = load_codiesp_background(cfg.data.path, language="en")
-        aux_texts = [t for t in aux_texts if t.strip()]
-        train_idx = data.parts["train"]
-        labelled_texts, labelled_codes = [notes.texts[i] for i in train_idx], [notes.codes[i] for i in train_idx]
-    target = _embed(victims, cfg)
-    aux_emb = _embed(aux_texts, cfg)
-    view = AdversaryView(target_embeddings=target, aux_texts=aux_texts, aux_embeddings=aux_emb)
-    reports = [bow_report(view, victims, clinical, identifiers)]
-    reports.append(_retrieval(corpus, view, victims, identifiers, aux_emb, cfg))
-    labelled_view = AdversaryView(target_embeddings=target, aux_texts=labelled_texts,
-                                  aux_embeddings=_embed(labelled_texts, cfg))
-    sites = notes.sites if corpus == "synthetic" else None
-    aux_sites = [sites[i] for i in data.parts["train"]] if sites is not None else None
-    victim_sites = [sites[i] for i in victims_idx] if sites is not None else None
-    reports.append(attribute_report(labelled_view, labelled_codes, victim_codes, min(200, len(labelled_texts)),
-                                    victims, aux_sites, victim_sites))
+    d: AttackData = load_attack_data(cfg)
+    victims, target = d.texts["test"], d.vectors["test"]
+    view = AdversaryView(target_embeddings=target, aux_texts=d.aux_texts, aux_embeddings=d.aux_vectors)
+    reports = [] if "bow" in skip else [bow_report(view, victims, clinical, d.identifiers)]
+    if "generative" not in skip:
+        t0 = time.perf_counter()
+        reports.append(generative_report(victims, d.aux_texts, cfg, d.identifiers, max_spans=gen_spans))
+        print(f"generative inversion: {time.perf_counter() - t0:.0f} s", flush=True)
+    if "retrieval" not in skip:
+        reports.append(_retrieval(corpus, view, victims, d.identifiers, d.aux_vectors, cfg))
+    if "attribute" not in skip:
+        labelled_view = AdversaryView(target_embeddings=target, aux_texts=d.texts["train"],
+                                      aux_embeddings=d.vectors["train"])
+        sites = d.sites if corpus == "synthetic" else None
+        reports.append(attribute_report(labelled_view, d.codes["train"], d.codes["test"],
+                                        min(200, len(d.texts["train"])), victims,
+                                        sites["train"] if sites else None, sites["test"] if sites else None))
     for rep in reports:
         rep.settings["corpus"] = corpus
         rep.save(out / corpus / f"{rep.attack}.json")
@@ -205,11 +120,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/attacks"))
     ap.add_argument("--corpus", nargs="+", default=["synthetic", "codiesp"], choices=sorted(CONFIGS))
+    ap.add_argument("--skip", nargs="*", default=[], choices=["bow", "generative", "retrieval", "attribute"])
+    ap.add_argument("--gen-spans", type=int, default=8000, help="auxiliary spans the decoder trains on")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("attacks").setLevel(logging.INFO)
     clinical = clinical_vocabulary()
     for corpus in args.corpus:
         t0 = time.perf_counter()
-        reports = run_corpus(corpus, args.out, clinical)
+        reports = run_corpus(corpus, args.out, clinical, tuple(args.skip), args.gen_spans)
         print(f"\n=== {corpus} ({time.perf_counter() - t0:.0f} s) ===")
         for rep in reports:
             print(rep.table(), "\n")

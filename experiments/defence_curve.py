@@ -2,7 +2,8 @@
 
     python experiments/defence_curve.py --out runs/defences
 
-Synthetic corpus (``synthetic_fed.toml``): the defender applies a defence to all
+Synthetic corpus (``synthetic_fed.toml``; ``--config experiments/configs/codiesp_fed.toml``
+for CodiEsp, where the adversary's auxiliary notes are likewise the training split): the defender applies a defence to all
 its vectors (train, val, test); the ICD head is trained centrally on the defended
 training vectors (the paper's MLP, 20 epochs) and scored on the defended test
 vectors. The adversary attacks the defended test vectors (the victims) with
@@ -18,18 +19,15 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 
 from attacks import AdversaryView
 from attacks.attribute import auc_with_ci, code_attributes, infer_attribute
 from attacks.bow import BowConfig, BowInverter
-from attacks.defences import DimensionReducer, fit_range, gaussian_noise, quantize
 from attacks.scoring import set_prf, summarize, words
 from fedicd.config import load_config
 from fedicd.embedding import embed_texts
 from fedicd.experiment import prepare_data
-from fedicd.metrics import choose_threshold, f1_scores
-from fedicd.train import TrainConfig, predict_proba, train_central
+from fedicd.attack_sweep import icd_utility, make_defence
 
 SETTINGS = [("none", 0), ("noise", 0.02), ("noise", 0.05), ("noise", 0.1), ("noise", 0.2), ("noise", 0.5),
             ("quantize", 4), ("quantize", 2), ("quantize", 1), ("pca", 64), ("pca", 16), ("pca", 4)]
@@ -54,9 +52,9 @@ def main() -> None:
     labels_vic = code_attributes(codes["test"])["mental_health"]
     truth = [set(words(t)) for t in texts["test"]]
     for kind, strength in SETTINGS:
-        defend = _defence(kind, strength, parts["train"])
+        defend = make_defence(kind, strength, parts["train"])
         d = {p: defend(v) for p, v in parts.items()}
-        utility = _icd_f1(d, data.labels, cfg)
+        utility = icd_utility(d, data.labels, cfg.seed)
         adaptive = BowInverter(BowConfig()).fit(d["train"], texts["train"])
         row = {"defence": kind, "strength": strength, "icd_micro_f1": utility}
         for name, inv in (("adaptive", adaptive), ("non_adaptive", clean_bow)):
@@ -74,29 +72,6 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "defence_curve.json").write_text(json.dumps(rows, indent=2))
     _plot(rows, args.out / "defence_curve.png")
-
-
-def _defence(kind: str, strength, train: np.ndarray):
-    if kind == "none":
-        return lambda x: np.asarray(x, dtype=np.float32)
-    if kind == "noise":
-        return lambda x: gaussian_noise(x, strength, seed=len(x))
-    if kind == "quantize":
-        rng = fit_range(train)
-        return lambda x: quantize(x, strength, rng)
-    if kind == "pca":
-        return DimensionReducer(strength).fit(train)
-    raise ValueError(kind)
-
-
-def _icd_f1(d: dict[str, np.ndarray], labels: dict[str, np.ndarray], cfg) -> float:
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(d["train"])
-    x = {p: scaler.transform(v).astype(np.float32) for p, v in d.items()}
-    model = train_central(x["train"], labels["train"], TrainConfig(seed=cfg.seed)).model
-    pv, pt = predict_proba(model, x["val"]), predict_proba(model, x["test"])
-    return float(f1_scores(labels["test"], pt, threshold=choose_threshold(labels["val"], pv))[0])
 
 
 def _plot(rows: list[dict], path: Path) -> None:

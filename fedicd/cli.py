@@ -7,6 +7,8 @@
     fedicd partition CONFIG --out DIR             partition the training notes → DIR/partition.json
     fedicd run      CONFIG --out DIR              one experiment from a TOML config
     fedicd demo     --out DIR                     synthetic notes → MiniLM → MLP, in minutes
+    fedicd attack invert|attribute CONFIG --out DIR   an attack under a sweep of embedding defences:
+                                                  one JSON report per defence + leakage_utility.png
 
 Every command accepts ``--set section.key=value`` overrides.
 """
@@ -54,6 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="re-score a saved run on its test split")
     p.add_argument("run_dir", type=Path)
     p.add_argument("-v", "--verbose", action="store_true")
+    p = sub.add_parser("attack", help="attack the config's embeddings under defences (leakage vs utility)")
+    p.add_argument("attack", choices=["invert", "attribute"])
+    _add_common(p)
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--method", choices=["bow", "generative"], default="bow", help="inversion attack (invert)")
+    p.add_argument("--attribute", default="mental_health",
+                   help="mental_health, hiv, pregnancy, female or site (attribute)")
+    p.add_argument("--defences", nargs="+", default=None, metavar="SPEC",
+                   help="none, noise:SIGMA, quantize:BITS, pca:K (default: none noise:0.05 noise:0.2 "
+                        "quantize:1 pca:16)")
+    p.add_argument("--n-labelled", type=int, default=200, help="labelled auxiliary notes (attribute)")
+    p.add_argument("--gen-epochs", type=int, default=8, help="decoder epochs (generative)")
+    p.add_argument("--gen-spans", type=int, default=8000, help="auxiliary spans the decoder trains on")
+    p.add_argument("--corrector-steps", type=int, default=2, help="re-embed-and-refine steps (generative)")
     p = sub.add_parser("demo", help="synthetic notes → MiniLM → MLP, end to end")
     _add_common(p, config=False)
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
@@ -150,6 +166,28 @@ def _cmd_partition(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_attack(args: argparse.Namespace) -> int:
+    from attacks.generative import GenerativeConfig
+    from fedicd.attack_sweep import DEFAULT_SWEEP, run_attack_sweep
+    from fedicd.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    attack = args.method if args.attack == "invert" else "attribute"
+    gen_cfg = GenerativeConfig(seed=cfg.seed, epochs=args.gen_epochs, corrector_steps=args.corrector_steps,
+                               candidates=4 if args.corrector_steps else 0)
+    rows = run_attack_sweep(cfg, attack, args.out, defences=args.defences or DEFAULT_SWEEP,
+                            attribute=args.attribute, n_labelled=args.n_labelled, gen_cfg=gen_cfg,
+                            gen_spans=args.gen_spans)
+    print(f"{'defence':<16}{'ICD micro-F1':>13}{rows[0]['metric']:>24}   95% CI")
+    for r in rows:
+        leak = r["leakage"]
+        name = r["defence"] if r["defence"] == "none" else f"{r['defence']}:{r['strength']}"
+        print(f"{name:<16}{r['icd_micro_f1']:>13.4f}{leak['value']:>24.4f}   [{leak['ci_low']:.4f}, "
+              f"{leak['ci_high']:.4f}]")
+    print(f"reports and leakage_utility.png in {args.out}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from fedicd.evaluate import evaluate_run
 
@@ -163,10 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     handlers = {"run": _cmd_run, "train": _cmd_run, "prepare": _cmd_prepare, "embed": _cmd_embed,
-                "evaluate": _cmd_evaluate, "partition": _cmd_partition, "demo": _cmd_run}
+                "evaluate": _cmd_evaluate, "partition": _cmd_partition, "demo": _cmd_run, "attack": _cmd_attack}
     try:
         return handlers[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
         print(f"fedicd {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

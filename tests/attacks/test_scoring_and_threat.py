@@ -23,6 +23,7 @@ def test_text_metrics_by_hand():
     assert exact_match("Chest pain.", "chest  pain") == 1.0 and exact_match("chest", "chest pain") == 0.0
     assert bleu("the patient has a fever", "the patient has a fever") == pytest.approx(100.0)
     assert bleu("zzz qqq", "the patient has a fever") < 10
+    assert bleu("The Patient HAS a fever", "the patient has a fever") == pytest.approx(100.0)  # uncased encoder
     assert rouge_l("the patient has fever", "the patient has a fever") == pytest.approx(2 * 1.0 * 0.8 / 1.8)
 
 
@@ -58,3 +59,38 @@ def test_report_round_trip_and_table(tmp_path):
     assert "hit@1" in rep.table() and "baseline: hit@1" in rep.table()
     with pytest.raises(ValueError, match="unknown attack"):
         AttackReport("magic", {})
+
+
+def test_the_attacks_package_never_imports_fedicd():
+    """attacks/ sees only what an adversary holds: no import of the defender's library."""
+    import ast
+    from pathlib import Path
+
+    import attacks
+
+    for path in Path(attacks.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n == "fedicd" or n.startswith("fedicd.") for n in names), (path.name, names)
+
+
+def test_reconstruction_scores_on_hand_made_cases():
+    import numpy as np
+
+    from attacks.scoring import identifier_recovery, reconstruction_scores
+
+    class Who:
+        first_name, last_name, mrn = "Ada", "Lovelace", "123 45"
+
+    per = reconstruction_scores(["ada lovelace 123 45", ""], ["Ada Lovelace 123 45", "x"],
+                                guess_vectors=np.array([[1.0, 0.0], [0.0, 0.0]]),
+                                target_vectors=np.array([[2.0, 0.0], [0.0, 1.0]]), identifiers=[Who(), Who()])
+    assert per["exact_match"] == [1.0, 0.0] and per["token_f1"] == [1.0, 0.0]
+    assert per["cosine"] == [1.0, 0.0]  # an empty guess (zero vector) scores 0, not NaN
+    assert per["full_name_recovered"] == [1.0, 0.0] and per["mrn_recovered"] == [1.0, 0.0]
+    assert identifier_recovery([{"lovelace"}], [Who()]) == {"first_name_recovered": [0.0],
+                                                            "last_name_recovered": [1.0],
+                                                            "full_name_recovered": [0.0], "mrn_recovered": [0.0]}
+    with pytest.raises(ValueError, match="2 guesses for 1 true texts"):
+        reconstruction_scores(["a", "b"], ["a"])

