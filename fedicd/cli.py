@@ -7,6 +7,8 @@
     fedicd partition CONFIG --out DIR             partition the training notes → DIR/partition.json
     fedicd run      CONFIG --out DIR              one experiment from a TOML config
     fedicd demo     --out DIR                     synthetic notes → MiniLM → MLP, in minutes
+    fedicd keys     --out DIR                     CKKS keys for secure aggregation: secret.ctx (clients,
+                                                  evaluator), public.ctx (server), params.json
     fedicd attack invert|attribute CONFIG --out DIR   an attack under a sweep of embedding defences:
                                                   one JSON report per defence + leakage_utility.png
 
@@ -70,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gen-epochs", type=int, default=8, help="decoder epochs (generative)")
     p.add_argument("--gen-spans", type=int, default=8000, help="auxiliary spans the decoder trains on")
     p.add_argument("--corrector-steps", type=int, default=2, help="re-embed-and-refine steps (generative)")
+    p = sub.add_parser("keys", help="make a CKKS key folder for [secure_aggregation] method = 'ckks'")
+    p.add_argument("--out", type=Path, required=True, help="key folder (secret.ctx, public.ctx, params.json)")
+    p.add_argument("--clip-range", type=float, default=16.0, help="|model value| bound (default 16)")
+    p.add_argument("--frac-bits", type=int, default=20, help="fixed-point fraction bits (default 20)")
+    p.add_argument("--limbs", type=int, default=2, help="slot components per value, 1-4 (default 2)")
+    p.add_argument("--max-clients", type=int, default=32, help="most updates one aggregate sums (default 32)")
+    p.add_argument("--max-count", type=int, default=2**20, help="public bound on a client's examples")
+    p.add_argument("--overwrite", action="store_true", help="replace existing keys")
+    p.add_argument("-v", "--verbose", action="store_true")
     p = sub.add_parser("demo", help="synthetic notes → MiniLM → MLP, end to end")
     _add_common(p, config=False)
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
@@ -188,6 +199,21 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from fedicd.secure.ckks import CkksParams, precision_bound
+    from fedicd.secure.ckks_round import write_key_dir
+
+    params = CkksParams(clip_range=args.clip_range, frac_bits=args.frac_bits, limbs=args.limbs,
+                        max_clients=args.max_clients, max_count=args.max_count)
+    info = write_key_dir(args.out, params, overwrite=args.overwrite)
+    bound = precision_bound(params, params.max_clients, params.max_count)
+    print(f"secret context (clients and the evaluator only): {info['secret']}\n"
+          f"public context (the server):                     {info['public']}\n"
+          f"key id {info['key_id']}; N = {params.poly_modulus_degree}, primes {list(params.coeff_mod_bit_sizes)}, "
+          f"max abs error of the average <= {bound:.3g} for |x| <= {params.clip_range}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from fedicd.evaluate import evaluate_run
 
@@ -201,7 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     handlers = {"run": _cmd_run, "train": _cmd_run, "prepare": _cmd_prepare, "embed": _cmd_embed,
-                "evaluate": _cmd_evaluate, "partition": _cmd_partition, "demo": _cmd_run, "attack": _cmd_attack}
+                "evaluate": _cmd_evaluate, "partition": _cmd_partition, "demo": _cmd_run, "attack": _cmd_attack,
+                "keys": _cmd_keys}
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:

@@ -27,6 +27,7 @@ from fedicd.errors import ConfigError
 from fedicd.federated.config import FedConfig
 from fedicd.partition.config import PartitionConfig
 from fedicd.privacy.config import PrivacyConfig
+from fedicd.secure.config import SecureAggConfig, check_secure_compatible
 from fedicd.train import TrainConfig
 
 __all__ = ["DataConfig", "ExperimentConfig", "load_config", "config_from_dict", "config_to_dict", "apply_overrides"]
@@ -117,6 +118,7 @@ class ExperimentConfig:
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     federated: FedConfig = field(default_factory=FedConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    secure_aggregation: SecureAggConfig = field(default_factory=SecureAggConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -126,12 +128,13 @@ class ExperimentConfig:
         if self.privacy.enabled and self.train.mode != "federated":
             raise ConfigError(f"privacy.dp = {self.privacy.dp!r} needs train.mode = 'federated' (for a centralized "
                               "DP baseline, run one client: partition.n_clients = 1)")
+        check_secure_compatible(self.secure_aggregation, self.federated.strategy, self.privacy.dp, self.train.mode)
         if self.train.seed is None:  # head init and shuffling follow the experiment seed by default
             object.__setattr__(self, "train", dataclasses.replace(self.train, seed=self.seed))
 
 
 _SECTIONS = {"data": DataConfig, "embedding": EmbedConfig, "train": TrainConfig, "partition": PartitionConfig,
-             "federated": FedConfig, "privacy": PrivacyConfig}
+             "federated": FedConfig, "privacy": PrivacyConfig, "secure_aggregation": SecureAggConfig}
 
 
 def _choice(name: str, value: Any, allowed: Sequence[Any]) -> None:

@@ -152,14 +152,17 @@ def make_client_app(run_dir: str | None = None) -> ClientApp:
 
     app = ClientApp()
 
-    @app.train(mods=[clip_update_when_asked])
+    from fedicd.secure.secagg import secaggplus_client_mod
+
+    # SecAgg+ first: it masks what the rest of the chain (clipping, training) produces; other runs pass through
+    @app.train(mods=[secaggplus_client_mod, clip_update_when_asked])
     def train(msg: Message, context: Context) -> Message:
         rd, meta, pid = _client_state(context, run_dir)
-        return handle_train(msg, rd, meta, pid)
+        return handle_train(msg, rd, meta, pid, context.node_config.get("ckks-secret-key"))
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         rd, meta, pid = _client_state(context, run_dir)
-        return handle_evaluate(msg, rd, meta, pid)
+        return handle_evaluate(msg, rd, meta, pid, context.node_config.get("ckks-secret-key"))
 
     return app

@@ -73,14 +73,47 @@ def _pin_threads(fed: dict) -> None:
         torch.set_num_threads(threads)
 
 
-def handle_train(msg: Message, run_dir: Path, meta: dict, pid: int) -> Message:
+@functools.lru_cache(maxsize=4)
+def _key_holder(secret_path: str, key_dir: str, clip_values: bool):
+    from fedicd.secure.ckks_round import CkksKeyHolder
+
+    return CkksKeyHolder(secret_path, key_dir, clip_values=clip_values)
+
+
+def _ckks(meta: dict, node_secret: str | None):
+    """This client's CKKS key holder, or None when the run is not encrypted.
+
+    The secret context's path comes from node config ``ckks-secret-key`` (a deployment) or,
+    in simulation, ``<key_dir>/secret.ctx``.
+    """
+    secure = meta.get("config", {}).get("secure_aggregation", {})
+    if secure.get("method", "none") != "ckks":
+        return None
+    key_dir = secure["key_dir"]
+    return _key_holder(str(node_secret or Path(key_dir) / "secret.ctx"), key_dir, bool(secure.get("clip_values")))
+
+
+def _global_model(msg: Message, cfg: TrainConfig, meta: dict, holder):
+    """The round's global model: decrypted under CKKS (round 1 is the public initial model in plain text)."""
+    from fedicd.secure.ckks_round import CKKS_RECORD
+
+    if holder is not None and CKKS_RECORD in msg.content.array_records:
+        plain = holder.decrypt(msg.content[CKKS_RECORD])  # float32; load_state_dict casts counters back
+        return build_model(cfg, meta["input_dim"], meta["n_labels"], to_record(plain))
+    return build_model(cfg, meta["input_dim"], meta["n_labels"], msg.content["arrays"])
+
+
+def handle_train(msg: Message, run_dir: Path, meta: dict, pid: int, node_secret: str | None = None) -> Message:
     from fedicd.strategies.scaffold import DELTA_CONTROL_KEY
 
     cfg, fed = _cfg(meta), meta["federated"]
     _pin_threads(fed)
     rnd = int(msg.content["config"]["server-round"])
     data = load_client_data(run_dir, pid)
-    model = build_model(cfg, meta["input_dim"], meta["n_labels"], msg.content["arrays"])
+    holder = _ckks(meta, node_secret)
+    t_dec = time.perf_counter()
+    model = _global_model(msg, cfg, meta, holder)
+    t_dec = time.perf_counter() - t_dec
     c, c_i, c_new = _scaffold(msg, model, data, cfg, run_dir, pid, rnd)
     local = LocalTrainConfig(server_round=rnd, total_rounds=fed["rounds"], local_epochs=fed["local_epochs"],
                              partition_id=pid, seed=meta["seed"],
@@ -100,6 +133,16 @@ def handle_train(msg: Message, run_dir: Path, meta: dict, pid: int) -> Message:
                **dp_metrics}
     if privacy["dp"] == "client":
         metrics["unit-weight"] = 1.0  # equal client weights: what the client-level accountant assumes
+    if holder is not None:  # the count travels encrypted with the update, not in the clear
+        t1 = time.perf_counter()
+        record, clipped = holder.encrypt(arrays, len(data.x_train))
+        del metrics["num-examples"]
+        metrics.update({"encrypt_seconds": time.perf_counter() - t1, "decrypt_seconds": t_dec,
+                        "clipped_values": clipped})
+        from fedicd.secure.ckks_round import CKKS_RECORD
+
+        content = RecordDict({CKKS_RECORD: record, "metrics": MetricRecord(metrics)})
+        return Message(content=content, reply_to=msg)
     content = RecordDict({"arrays": to_record(arrays), "metrics": MetricRecord(metrics)})
     if c_new is not None:
         content[DELTA_CONTROL_KEY] = to_record({k: (c_new[k] - c_i[k]).numpy() for k in c_new})
@@ -138,11 +181,11 @@ def _dp_train(model, data, cfg: TrainConfig, local: LocalTrainConfig, meta: dict
                       "dp_clipped_fraction": res.clipped_fraction}
 
 
-def handle_evaluate(msg: Message, run_dir: Path, meta: dict, pid: int) -> Message:
+def handle_evaluate(msg: Message, run_dir: Path, meta: dict, pid: int, node_secret: str | None = None) -> Message:
     cfg = _cfg(meta)
     _pin_threads(meta["federated"])
     data = load_client_data(run_dir, pid)
-    model = build_model(cfg, meta["input_dim"], meta["n_labels"], msg.content["arrays"])
+    model = _global_model(msg, cfg, meta, _ckks(meta, node_secret))
     metrics = {"num-examples": len(data.x_val), **evaluate_local(model, data, cfg)}
     if meta.get("privacy", {}).get("dp") == "client":
         metrics["unit-weight"] = 1.0  # Flower's FedAvg averages evaluation metrics by the same key

@@ -72,11 +72,98 @@ def _sorted_replies(replies: list[Message]) -> list[Message]:
     return sorted(replies, key=key)
 
 
-def _train_round(strategy, grid: Grid, rnd: int, arrays, config: ConfigRecord, timeout: float):
+def _model_record(arrays: dict[str, np.ndarray]):
+    """What a message carries as the global model: the plain arrays, or nothing plain under CKKS."""
+    from flwr.app import ArrayRecord
+
+    from fedicd.secure.ckks_round import STATE_KEY
+
+    return ArrayRecord() if STATE_KEY in arrays else to_record(arrays)
+
+
+def _attach_encrypted_model(messages: list[Message], arrays: dict[str, np.ndarray]) -> None:
+    """Under CKKS, every message carries the encrypted global model (the last aggregate)."""
+    from flwr.app import Array, ArrayRecord
+
+    from fedicd.secure.ckks_round import CKKS_RECORD, STATE_KEY
+
+    if STATE_KEY in arrays:
+        for msg in messages:
+            msg.content[CKKS_RECORD] = ArrayRecord(array_dict={"bytes": Array(arrays[STATE_KEY])})
+
+
+def _ckks_aggregate(ckks, rnd: int, replies: list[Message]):
+    """Add the clients' encrypted updates (the server cannot decrypt them); rejected ones are listed."""
+    from fedicd.secure.ckks_round import CKKS_RECORD, STATE_KEY
+
+    updates, rejected = [], []
+    for msg in replies:
+        if msg.has_error():
+            continue
+        pid = int(next(iter(msg.content.metric_records.values()), {}).get("partition-id", -1))
+        if CKKS_RECORD not in msg.content.array_records:
+            rejected.append({"partition-id": pid, "reason": "no encrypted update in the reply (a client without "
+                                                            "the key, or not running CKKS)"})
+            continue
+        updates.append((pid, msg.content[CKKS_RECORD]))
+    t0 = time.perf_counter()
+    aggregate, bad = ckks.aggregate(updates)
+    seconds = time.perf_counter() - t0
+    rejected = [{"round": rnd, **r} for r in rejected + bad]
+    ok = [m.content["metrics"] for m in replies if not m.has_error() and "metrics" in m.content.metric_records]
+    metrics = {k: float(np.mean([float(m[k]) for m in ok])) for k in ("train_loss", "encrypt_seconds",
+                                                                      "decrypt_seconds") if ok and k in ok[0]}
+    metrics["aggregate_seconds"] = seconds
+    if aggregate is None:
+        return None, metrics, rejected
+    metrics["clipped_values"] = float(aggregate.n_clipped)
+    metrics["clients_aggregated"] = float(aggregate.n_clients)
+    return {STATE_KEY: np.frombuffer(aggregate.to_bytes(), dtype=np.uint8).copy()}, metrics, rejected
+
+
+def _secagg_train_round(strategy, grid: Grid, rnd: int, arrays, config: ConfigRecord, meta: dict,
+                        rejections: list[dict]):
+    """One round through Flower's SecAgg+ workflow: the server learns only the weighted sum.
+
+    The strategy's ``configure_train`` picks the clients and builds the config (e.g. FedProx's
+    mu); Flower's workflow runs the four SecAgg+ stages; the unmasked average goes through the
+    strategy's ``aggregate_train`` as one reply. Too many dropouts: no update this round, and the
+    halt (with Flower's reasons) is appended to ``rejections``.
+    """
+    from fedicd.secure.config import SecureAggConfig
+    from fedicd.secure.secagg import SecAggDropoutError, secagg_train_round, strategy_reply
+
+    secure = SecureAggConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in meta["config"]["secure_aggregation"].items()})
+    sa_cfg = secure.secagg(largest_client=max(meta["client_sizes"]))
     messages = list(strategy.configure_train(rnd, to_record(arrays), config, grid))
+    wkey = getattr(strategy, "weighted_by_key", "num-examples")
+    try:
+        new, info = secagg_train_round(grid, rnd, arrays, messages[0].content["config"], sa_cfg,
+                                       node_ids=[m.metadata.dst_node_id for m in messages], weight_key=wkey,
+                                       rounding_seed=meta["seed"] * 1_000_003 + rnd)
+        agg, metrics = strategy.aggregate_train(rnd, [strategy_reply(messages[0], new, info, wkey)])
+    except SecAggDropoutError as exc:
+        info, agg, metrics = exc.info, None, None
+        rejections.append({"round": rnd, "reason": f"SecAggDropoutError: {exc}"})
+    per_client = {f"epsilon_client_{int(m['partition-id'])}": float(m["epsilon"])
+                  for m in info["client_metrics"] if "epsilon" in m and "partition-id" in m}
+    metrics = {**(metrics or {}), "secagg_survivors": float(info["survivors"]),
+               "secagg_clipped_entries": float(info["clipped_entries"])}
+    return (agg, metrics, info["bytes_sent"], info["bytes_received"], info["dropouts"], info["clients_sampled"],
+            per_client)
+
+
+def _train_round(strategy, grid: Grid, rnd: int, arrays, config: ConfigRecord, timeout: float, ckks=None):
+    messages = list(strategy.configure_train(rnd, _model_record(arrays), config, grid))
+    _attach_encrypted_model(messages, arrays)
     replies = _sorted_replies(list(grid.send_and_receive(messages, timeout=timeout)))
     per_client = _client_epsilons(replies)
-    new_arrays, metrics = strategy.aggregate_train(rnd, replies)
+    if ckks is not None:
+        new_arrays, metrics, rejected = _ckks_aggregate(ckks, rnd, replies)
+        ckks.round_rejections = rejected
+    else:
+        new_arrays, metrics = strategy.aggregate_train(rnd, replies)
     failures = sum(m.has_error() for m in replies) + max(0, len(messages) - len(replies))
     if len(replies) < len(messages):
         log.warning("round %d: %d of %d train messages got no reply; counted as client failures", rnd,
@@ -150,7 +237,8 @@ def _client_dp_row(strategy) -> dict[str, float]:
 
 
 def _evaluate_round(strategy, grid: Grid, rnd: int, arrays, timeout: float):
-    messages = list(strategy.configure_evaluate(rnd, to_record(arrays), ConfigRecord(), grid))
+    messages = list(strategy.configure_evaluate(rnd, _model_record(arrays), ConfigRecord(), grid))
+    _attach_encrypted_model(messages, arrays)
     if not messages:
         return None, 0, 0
     replies = list(grid.send_and_receive(messages, timeout=timeout))
@@ -192,16 +280,24 @@ def run_rounds(grid: Grid, run_dir: Path) -> None:
         _recount_lost_releases(run_dir, strategy, ckpt["round"])
         log.info("resuming %s at round %d", run_dir, start)
     data = load_server_data(run_dir)
+    ckks, evaluator = _ckks_parties(meta, run_dir, train_cfg)
+    secure_method = meta["config"].get("secure_aggregation", {}).get("method", "none")
     for rnd in range(start, fed["rounds"] + 1):
         t0 = time.perf_counter()
         _wait_for_nodes(grid, meta["n_clients"], float(fed.get("node_wait_s", 120.0)), rnd)
         config = ConfigRecord({"local-epochs": fed["local_epochs"]})
-        new, train_metrics, sent, received, failures, sampled, epsilons = _train_round(
-            strategy, grid, rnd, arrays, config, fed["timeout_s"])
+        if secure_method == "secagg+":
+            new, train_metrics, sent, received, failures, sampled, epsilons = _secagg_train_round(
+                strategy, grid, rnd, arrays, config, meta, rejections)
+        else:
+            new, train_metrics, sent, received, failures, sampled, epsilons = _train_round(
+                strategy, grid, rnd, arrays, config, fed["timeout_s"], ckks)
+        if ckks is not None:
+            rejections += ckks.round_rejections
         if new is None:
             log.warning("round %d: no valid update; the global model is unchanged", rnd)
         else:
-            arrays = from_record(new)
+            arrays = new if isinstance(new, dict) else from_record(new)  # CKKS: the encrypted aggregate
             _log_release(run_dir, strategy, rnd)
         eval_metrics, sent_e, received_e = _evaluate_round(strategy, grid, rnd, arrays, fed["timeout_s"])
         row = {"round": rnd, "clients_sampled": sampled, "client_failures": failures,
@@ -210,7 +306,9 @@ def run_rounds(grid: Grid, run_dir: Path) -> None:
                   if k not in ("partition-id", "epsilon", "unit-weight")},
                **epsilons, **_client_dp_row(strategy),
                **{f"client_{k}": float(v) for k, v in (eval_metrics or {}).items()},
-               **global_eval(train_cfg, meta, arrays, data)}
+               **global_eval(train_cfg, meta, evaluator(arrays) if evaluator else arrays, data)}
+        if evaluator is not None:
+            row["evaluator_decrypt_seconds"] = evaluator.last_seconds
         row["seconds"] = time.perf_counter() - t0
         new_rejections = getattr(strategy, "rejections", [])
         history.append(row)
@@ -218,6 +316,39 @@ def run_rounds(grid: Grid, run_dir: Path) -> None:
             save_checkpoint(run_dir, server_round=rnd, arrays=arrays, strategy_state=strategy_state(strategy),
                             history=history, rejections=rejections + list(new_rejections))
         log.info("round %d: %s", rnd, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+
+
+def _ckks_parties(meta: dict, run_dir: Path, train_cfg: TrainConfig):
+    """Under CKKS: the server's aggregator (public context only) and the key-holding evaluator.
+
+    The evaluator is the only object here that reads ``secret.ctx``; it turns the encrypted
+    global model into plain arrays for scoring (see :mod:`fedicd.secure.ckks_round`).
+    """
+    secure = meta["config"].get("secure_aggregation", {})
+    if secure.get("method", "none") != "ckks":
+        return None, None
+    from fedicd.secure.ckks_round import CkksKeyHolder, CkksServer, STATE_KEY
+
+    init = initial_arrays(train_cfg, meta["input_dim"], meta["n_labels"])
+    layout = tuple((k, tuple(int(s) for s in v.shape)) for k, v in init.items())
+    key_dir = Path(secure["key_dir"])
+    server = CkksServer(key_dir, layout)
+    holder = CkksKeyHolder(key_dir / "secret.ctx", key_dir)
+    dtypes = {k: v.dtype for k, v in init.items()}
+
+    def evaluator(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        evaluator.last_seconds = 0.0
+        if STATE_KEY not in arrays:
+            return arrays
+        from flwr.app import Array, ArrayRecord
+
+        t0 = time.perf_counter()
+        plain = holder.decrypt(ArrayRecord(array_dict={"bytes": Array(arrays[STATE_KEY])}), dtypes)
+        evaluator.last_seconds = time.perf_counter() - t0
+        return plain
+
+    evaluator.last_seconds = 0.0
+    return server, evaluator
 
 
 def make_server_app(run_dir: str | None = None) -> ServerApp:

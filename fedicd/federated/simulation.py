@@ -153,13 +153,30 @@ def _privacy_results(meta: dict, history: list[dict], out: Path) -> dict:
     return priv
 
 
+def _secure_results(meta: dict) -> dict:
+    """How the updates were hidden, and who scored the global model."""
+    secure = dict(meta["config"].get("secure_aggregation", {"method": "none"}))
+    if secure["method"] == "ckks":
+        from fedicd.secure.ckks_round import read_params
+
+        secure["params"] = read_params(secure["key_dir"]).to_dict()
+        secure["evaluation"] = ("by the key-holding evaluator (the server holds only the public context and never "
+                                "sees the global model in plain text); client evaluation decrypts on the clients")
+    return secure
+
+
 def _finalize(cfg: ExperimentConfig, out: Path, meta: dict, ckpt: dict, seconds: float) -> dict:
     from fedicd.federated.server import _model
     from fedicd.plots import plot_learning_curves
     from fedicd.train import TrainConfig
 
     train_cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["train"].items()})
-    model = _model(train_cfg, meta, ckpt["arrays"])
+    arrays, secure = ckpt["arrays"], _secure_results(meta)
+    if secure["method"] == "ckks":
+        from fedicd.federated.server import _ckks_parties
+
+        arrays = _ckks_parties(meta, out, train_cfg)[1](arrays)  # the key-holding evaluator decrypts
+    model = _model(train_cfg, meta, arrays)
     data = load_server_data(out)
     probs = {p: predict_proba(model, data[f"x_{p}"]) for p in ("val", "test")}
     threshold = choose_threshold(data["y_val"], probs["val"])
@@ -170,7 +187,8 @@ def _finalize(cfg: ExperimentConfig, out: Path, meta: dict, ckpt: dict, seconds:
                "rejections": ckpt["rejections"], "labels": meta.get("labels"), "embedding": meta.get("embedding"),
                "client_sizes": meta["client_sizes"], "load_summary": meta.get("load_summary"),
                "seconds": {"simulation": seconds, "rounds": sum(r["seconds"] for r in ckpt["history"])},
-               "privacy": _privacy_results(meta, ckpt["history"], out), "config": meta["config"]}
+               "privacy": _privacy_results(meta, ckpt["history"], out), "secure_aggregation": secure,
+               "config": meta["config"]}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     _write_history(out, ckpt["history"])
     plot_learning_curves(ckpt["history"], out / "learning_curves.png", title=cfg.name)

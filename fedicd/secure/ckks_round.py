@@ -1,0 +1,137 @@
+"""CKKS in a federated round: who holds which key, and what travels in the Flower messages.
+
+Roles
+-----
+* **Server** (:class:`CkksServer`): loads ``<key_dir>/public.ctx`` only (refuses a context that
+  holds a secret key). Each round it sends the *encrypted* global model (the previous round's
+  aggregate; round 1 sends the public, seeded initial model in plain text), receives one
+  encrypted, example-weighted update per client, checks each (key fingerprint, parameters,
+  array layout, digests) and adds the valid ones. It never sees a model, an update or a count.
+* **Clients** (:class:`CkksKeyHolder`): load ``secret.ctx`` (the path in node config
+  ``ckks-secret-key``; in simulation ``<key_dir>/secret.ctx``), decrypt the global model
+  (Σ n_k x_k / Σ n_k), train, and encrypt n_k·x_k (and n_k) for the server.
+* **Evaluator** (a :class:`CkksKeyHolder` too): the global model exists in plain text only where
+  the secret key is, so server-side scoring (val/test F1 each round, the final model) is done by
+  a key-holding evaluator. In the simulation it is an object in the ServerApp's process that
+  alone reads ``secret.ctx`` — the aggregation path never touches it; a deployment runs it as
+  its own node. Client-side evaluation (``fraction_evaluate``) decrypts on the clients.
+
+An update travels as one ``uint8`` array (``EncryptedUpdate.to_bytes``) in the ArrayRecord
+``"ckks"``; message sizes therefore count the ciphertext bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Array, ArrayRecord
+
+from fedicd.secure.ckks import (CkksParams, EncryptedUpdate, SecretKeyError, SecureAggregationError,
+                                aggregate_encrypted, decrypt_average, encrypt_update, key_id, load_context,
+                                validate_update)
+
+__all__ = ["CKKS_RECORD", "CkksServer", "CkksKeyHolder", "write_key_dir", "read_params", "update_record",
+           "record_update", "STATE_KEY"]
+
+log = logging.getLogger(__name__)
+
+CKKS_RECORD = "ckks"
+STATE_KEY = "__ckks_aggregate__"  # the encrypted global model in checkpoints
+PARAMS_FILE = "params.json"
+
+
+def write_key_dir(directory: str | Path, params: CkksParams | None = None, *, overwrite: bool = False) -> dict:
+    """``fedicd keys``: a fresh key pair (``secret.ctx``, ``public.ctx``) and ``params.json`` in ``directory``."""
+    from fedicd.secure.ckks import save_keys
+
+    params = params or CkksParams()
+    secret, public = save_keys(directory, params, overwrite=overwrite)
+    (Path(directory) / PARAMS_FILE).write_text(json.dumps(params.to_dict(), indent=2))
+    return {"secret": str(secret), "public": str(public), "params": params.to_dict(),
+            "key_id": key_id(load_context(public))}
+
+
+def read_params(key_dir: str | Path) -> CkksParams:
+    path = Path(key_dir) / PARAMS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"CKKS parameters not found: {path} (make the key folder with `fedicd keys`)")
+    return CkksParams(**json.loads(path.read_text()))
+
+
+def update_record(update: EncryptedUpdate) -> ArrayRecord:
+    return ArrayRecord(array_dict={"bytes": Array(np.frombuffer(update.to_bytes(), dtype=np.uint8))})
+
+
+def record_update(record: ArrayRecord) -> EncryptedUpdate:
+    if "bytes" not in record:
+        raise SecureAggregationError("the 'ckks' record carries no 'bytes' array")
+    return EncryptedUpdate.from_bytes(record["bytes"].numpy().tobytes())
+
+
+class CkksServer:
+    """The server's side: the public context, and nothing that can decrypt."""
+
+    def __init__(self, key_dir: str | Path, layout: tuple):
+        path = Path(key_dir) / "public.ctx"
+        if not path.exists():
+            raise FileNotFoundError(f"CKKS public context not found: {path} (make it with `fedicd keys`)")
+        self.context = load_context(path)
+        if self.context.is_private():
+            raise SecretKeyError(f"{path} holds a secret key; the server must get a public context only "
+                                 "(write it with save_secret_key=False, as `fedicd keys` does)")
+        self.params = read_params(key_dir)
+        self.key = key_id(self.context)
+        self.layout = tuple(layout)
+        self.round_rejections: list[dict] = []
+
+    def aggregate(self, updates: list[tuple[int, ArrayRecord]]) -> tuple[EncryptedUpdate | None, list[dict]]:
+        """Check each client's update, add the valid ones; returns (aggregate or None, rejections)."""
+        valid, rejected = [], []
+        for pid, record in updates:
+            try:
+                update = record_update(record)
+                validate_update(update, key=self.key, params=self.params, layout=self.layout)
+            except SecureAggregationError as exc:
+                rejected.append({"partition-id": pid, "reason": f"{type(exc).__name__}: {exc}"})
+                log.warning("client %d: encrypted update rejected: %s", pid, exc)
+                continue
+            valid.append(update)
+        if not valid:
+            return None, rejected
+        return aggregate_encrypted(self.context, valid), rejected
+
+
+class CkksKeyHolder:
+    """A party with the secret key: a client, or the evaluator."""
+
+    def __init__(self, secret_path: str | Path, key_dir: str | Path, *, clip_values: bool = False):
+        path = Path(secret_path)
+        if not path.exists():
+            raise FileNotFoundError(f"CKKS secret context not found: {path}; this node cannot take part in a "
+                                    "CKKS run without the clients' key")
+        self.context = load_context(path)
+        if not self.context.is_private():
+            raise SecretKeyError(f"{path} holds no secret key (it is a public context); clients and the evaluator "
+                                 "need secret.ctx")
+        self.params = read_params(key_dir)
+        self.clip_values = clip_values
+
+    def decrypt(self, record: ArrayRecord, dtypes: dict[str, np.dtype] | None = None) -> dict[str, np.ndarray]:
+        """The global model: the weighted average, cast back to the model's dtypes (float32 by default)."""
+        avg, _ = decrypt_average(self.context, record_update(record), self.params)
+        dtypes = dtypes or {}
+        out = {}
+        for name, value in avg.items():
+            dt = np.dtype(dtypes.get(name, np.float32))
+            out[name] = (np.rint(value) if dt.kind in "iu" else value).astype(dt)
+        return out
+
+    def encrypt(self, arrays: dict[str, np.ndarray], n_examples: int) -> tuple[ArrayRecord, int]:
+        """n_k·x_k encrypted (integer arrays such as BatchNorm counters as floats); returns (record, clipped)."""
+        floats = {k: np.asarray(v, dtype=np.float64) if np.asarray(v).dtype.kind in "iub" else v
+                  for k, v in arrays.items()}
+        update = encrypt_update(self.context, floats, int(n_examples), self.params, clip=self.clip_values)
+        return update_record(update), update.n_clipped

@@ -1,0 +1,101 @@
+"""``[secure_aggregation]`` config section: which mechanism hides the clients' updates from the server.
+
+``method``:
+
+* ``"none"``: the server sees every update (plain FedAvg).
+* ``"ckks"``: CKKS homomorphic addition (:mod:`fedicd.secure.ckks`). ``key_dir`` is the folder
+  ``fedicd keys`` wrote: the server reads only ``public.ctx``; clients (and the key-holding
+  evaluator) read ``secret.ctx``. The server never holds the global model in plain text, so
+  the global model is scored by the evaluator (see :mod:`fedicd.secure.ckks_round`).
+  ``clip_values``: a model value outside ±``clip_range`` (of the keys' parameters) is clipped and
+  counted instead of failing that client's update.
+* ``"secagg+"``: Flower's SecAgg+ (pairwise masks, Shamir shares; :mod:`fedicd.secure.secagg`):
+  ``num_shares``, ``reconstruction_threshold`` (ints, or fractions of the sampled clients),
+  ``max_weight`` (0: the largest client's example count, best for precision), ``clipping_range``,
+  ``quantization_range``, ``modulus_range``, ``timeout_s`` (per protocol stage).
+
+Strategies: under CKKS only those whose server step is the weighted mean (FedAvg, FedProx), since
+the server never holds the aggregate in plain text; under SecAgg+ also the server optimizers
+(FedAvgM, FedAdam, FedYogi, FedAdagrad), which step from the unmasked average; SCAFFOLD is refused
+under both (its per-client control variates would need their own secure sum). Client-level DP
+(clipping and noise applied by the server to the plain updates) is refused; sample-level DP-SGD
+composes (noise is added on the client, before encryption or masking).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fedicd.errors import ConfigError
+
+__all__ = ["SecureAggConfig", "SECURE_METHODS", "SECURE_STRATEGIES", "check_secure_compatible"]
+
+SECURE_METHODS = ("none", "ckks", "secagg+")
+# CKKS: the server never holds the plain aggregate, so its step must be the weighted mean itself.
+# SecAgg+: the server learns the average in plain text, so server optimizers run on it; SCAFFOLD's
+# per-client control variates would need a second secure sum (not wired).
+SECURE_STRATEGIES = {"ckks": ("fedavg", "fedprox"),
+                     "secagg+": ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad")}
+
+
+@dataclass(frozen=True)
+class SecureAggConfig:
+    method: str = "none"
+    # ckks
+    key_dir: str = ""
+    clip_values: bool = False
+    # secagg+: Flower's SecAggPlusWorkflow parameters (validated by fedicd.secure.secagg.SecAggPlusConfig)
+    num_shares: int | float = 1.0
+    reconstruction_threshold: int | float = 0.5
+    max_weight: float = 0.0  # 0 = the largest client's example count (resolved when the run is staged)
+    clipping_range: float = 8.0
+    quantization_range: int = 2**22
+    modulus_range: int = 2**32
+    timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.method not in SECURE_METHODS:
+            raise ConfigError(f"secure_aggregation.method must be one of {list(SECURE_METHODS)}, got {self.method!r}")
+        if self.method == "ckks" and not self.key_dir:
+            raise ConfigError("secure_aggregation.method = 'ckks' needs secure_aggregation.key_dir (run "
+                              "`fedicd keys --out DIR` first)")
+        if self.method == "secagg+":
+            if not self.max_weight >= 0:
+                raise ConfigError(f"secure_aggregation.max_weight must be >= 0 (0 = the largest client), got "
+                                  f"{self.max_weight}")
+            try:
+                self.secagg(largest_client=1)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
+
+    def secagg(self, largest_client: int):
+        """The :class:`fedicd.secure.secagg.SecAggPlusConfig` of these settings (``max_weight = 0`` →
+        ``largest_client``, the largest client's example count)."""
+        from fedicd.secure.secagg import SecAggPlusConfig
+
+        return SecAggPlusConfig(num_shares=self.num_shares, reconstruction_threshold=self.reconstruction_threshold,
+                                max_weight=float(self.max_weight or largest_client), clipping_range=self.clipping_range,
+                                quantization_range=self.quantization_range, modulus_range=self.modulus_range,
+                                timeout=self.timeout_s)
+
+    @property
+    def enabled(self) -> bool:
+        return self.method != "none"
+
+
+def check_secure_compatible(secure: SecureAggConfig, strategy: str, dp: str, mode: str) -> None:
+    """Refuse, before anything runs, the combinations a secure aggregate cannot serve."""
+    if not secure.enabled:
+        return
+    if mode != "federated":
+        raise ConfigError(f"secure_aggregation.method = {secure.method!r} needs train.mode = 'federated'")
+    allowed = SECURE_STRATEGIES[secure.method]
+    if strategy not in allowed:
+        why = ("the server never holds the plain aggregate its step needs" if secure.method == "ckks"
+               else "its per-client control variates would need their own secure sum")
+        raise ConfigError(f"federated.strategy = {strategy!r} cannot run under secure aggregation "
+                          f"({secure.method}): {why}; use one of {list(allowed)}")
+    if dp == "client":
+        raise ConfigError(f"privacy.dp = 'client' cannot run under secure aggregation ({secure.method}): Flower's "
+                          "client-level DP clips and noises on the server, which never sees the plain updates; "
+                          "use privacy.dp = 'sample' (DP-SGD on the clients, noise added before encryption)")
