@@ -18,7 +18,7 @@ from sklearn.decomposition import PCA
 __all__ = ["gaussian_noise", "quantize", "DimensionReducer", "fit_range"]
 
 
-def gaussian_noise(x: np.ndarray, sigma: float, *, seed: int = 0) -> np.ndarray:
+def gaussian_noise(x: np.ndarray, sigma: float, *, seed: int | np.random.Generator = 0) -> np.ndarray:
     if sigma < 0:
         raise ValueError(f"sigma must be >= 0, got {sigma}")
     x = np.asarray(x, dtype=np.float32)

@@ -61,7 +61,9 @@ def main() -> None:
         write_key_dir(keys)
     base = [f"federated.rounds={args.rounds}", f"partition.n_clients={args.clients}",
             "federated.fraction_evaluate=0.0", "train.hidden=[2048]", *args.overrides]
-    extra = {"none": [], "ckks": ['secure_aggregation.method="ckks"', f'secure_aggregation.key_dir="{keys}"'],
+    # the CKKS run has a key-holding evaluator, so every method scores the global model every round
+    extra = {"none": [], "ckks": ['secure_aggregation.method="ckks"', f'secure_aggregation.key_dir="{keys}"',
+                                  f'secure_aggregation.evaluator_key="{keys / "secret.ctx"}"'],
              "secagg+": ['secure_aggregation.method="secagg+"']}
     rows = []
     for method in args.methods:

@@ -52,7 +52,7 @@ def main() -> None:
     labels_vic = code_attributes(codes["test"])["mental_health"]
     truth = [set(words(t)) for t in texts["test"]]
     for kind, strength in SETTINGS:
-        defend = make_defence(kind, strength, parts["train"])
+        defend = make_defence(kind, strength, parts["train"], seed=cfg.seed)
         d = {p: defend(v) for p, v in parts.items()}
         utility = icd_utility(d, data.labels, cfg.seed)
         adaptive = BowInverter(BowConfig()).fit(d["train"], texts["train"])

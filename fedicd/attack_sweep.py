@@ -59,12 +59,17 @@ def parse_defence(spec: str) -> tuple[str, float]:
     return kind, strength
 
 
-def make_defence(kind: str, strength, fit_on: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """The defender's transform; quantisation ranges and PCA are fitted on the defender's training vectors."""
+def make_defence(kind: str, strength, fit_on: np.ndarray, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """The defender's transform; quantisation ranges and PCA are fitted on the defender's training vectors.
+
+    Noise comes from one generator per defence (seeded by ``seed``), so every call — each split,
+    and every vector the adversary's encoder re-embeds — draws fresh noise: no two calls share it.
+    """
     if kind == "none":
         return lambda x: np.asarray(x, dtype=np.float32)
     if kind == "noise":
-        return lambda x: gaussian_noise(x, strength, seed=len(x))
+        rng = np.random.default_rng(seed)
+        return lambda x: gaussian_noise(x, strength, seed=rng)
     if kind == "quantize":
         value_range = fit_range(fit_on)
         return lambda x: quantize(x, strength, value_range)
@@ -128,7 +133,7 @@ def run_attack_sweep(cfg, attack: str, out: str | Path, *, defences: Sequence[st
     gen_cfg = gen_cfg or GenerativeConfig(seed=cfg.seed, corrector_steps=2, candidates=4)
     rows = []
     for kind, strength in specs:
-        defend = make_defence(kind, strength, d.vectors["train"])
+        defend = make_defence(kind, strength, d.vectors["train"], seed=cfg.seed)
         utility = icd_utility({p: defend(v) for p, v in d.vectors.items()}, d.labels, cfg.seed)
         report = _attack(d, attack, defend, attribute=attribute, n_labelled=n_labelled, gen_cfg=gen_cfg,
                          gen_spans=gen_spans)

@@ -72,3 +72,17 @@ def test_cli_reports_a_bad_attribute_and_a_bad_defence(base_args, tmp_path, caps
     assert "unknown attribute 'age'" in capsys.readouterr().err
     assert main(["attack", "invert", *base_args, "--out", str(tmp_path), "--defences", "blur:2"]) == 2
     assert "unknown defence 'blur:2'" in capsys.readouterr().err
+
+
+def test_noise_defence_draws_fresh_noise_on_every_call():
+    """Two same-length batches (or the adversary re-embedding guesses) must not share the defender's noise."""
+    import numpy as np
+
+    from fedicd.attack_sweep import make_defence
+
+    x = np.ones((4, 8), np.float32)
+    defend = make_defence("noise", 0.1, x, seed=0)
+    a, b = defend(x), defend(x)
+    assert not np.allclose(a, b)
+    again = make_defence("noise", 0.1, x, seed=0)
+    assert np.array_equal(again(x), a)  # reproducible per seed and call order

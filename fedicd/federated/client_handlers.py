@@ -98,7 +98,7 @@ def _global_model(msg: Message, cfg: TrainConfig, meta: dict, holder):
     from fedicd.secure.ckks_round import CKKS_RECORD
 
     if holder is not None and CKKS_RECORD in msg.content.array_records:
-        plain = holder.decrypt(msg.content[CKKS_RECORD])  # float32; load_state_dict casts counters back
+        plain = holder.decrypt(msg.content[CKKS_RECORD])  # float32: integer buffers are refused at staging
         return build_model(cfg, meta["input_dim"], meta["n_labels"], to_record(plain))
     return build_model(cfg, meta["input_dim"], meta["n_labels"], msg.content["arrays"])
 
@@ -133,10 +133,11 @@ def handle_train(msg: Message, run_dir: Path, meta: dict, pid: int, node_secret:
                **dp_metrics}
     if privacy["dp"] == "client":
         metrics["unit-weight"] = 1.0  # equal client weights: what the client-level accountant assumes
-    if holder is not None:  # the count travels encrypted with the update, not in the clear
+    if holder is not None:  # the count travels encrypted with the update; nothing in the clear may reveal it
         t1 = time.perf_counter()
         record, clipped = holder.encrypt(arrays, len(data.x_train))
-        del metrics["num-examples"]
+        for key in ("num-examples", "train_seconds", "epsilon", "dp_steps", "dp_empty_batches"):
+            metrics.pop(key, None)  # steps = ⌈n/B⌉·epochs and ε (through q = B/n) would give n away
         metrics.update({"encrypt_seconds": time.perf_counter() - t1, "decrypt_seconds": t_dec,
                         "clipped_values": clipped})
         from fedicd.secure.ckks_round import CKKS_RECORD
@@ -185,8 +186,10 @@ def handle_evaluate(msg: Message, run_dir: Path, meta: dict, pid: int, node_secr
     cfg = _cfg(meta)
     _pin_threads(meta["federated"])
     data = load_client_data(run_dir, pid)
-    model = _global_model(msg, cfg, meta, _ckks(meta, node_secret))
-    metrics = {"num-examples": len(data.x_val), **evaluate_local(model, data, cfg)}
+    holder = _ckks(meta, node_secret)
+    model = _global_model(msg, cfg, meta, holder)
+    # under CKKS every client's evaluation weighs 1: a validation count would hint at the client's size
+    metrics = {"num-examples": 1 if holder is not None else len(data.x_val), **evaluate_local(model, data, cfg)}
     if meta.get("privacy", {}).get("dp") == "client":
         metrics["unit-weight"] = 1.0  # Flower's FedAvg averages evaluation metrics by the same key
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}),

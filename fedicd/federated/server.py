@@ -110,9 +110,12 @@ def _ckks_aggregate(ckks, rnd: int, replies: list[Message]):
     aggregate, bad = ckks.aggregate(updates)
     seconds = time.perf_counter() - t0
     rejected = [{"round": rnd, **r} for r in rejected + bad]
-    ok = [m.content["metrics"] for m in replies if not m.has_error() and "metrics" in m.content.metric_records]
-    metrics = {k: float(np.mean([float(m[k]) for m in ok])) for k in ("train_loss", "encrypt_seconds",
-                                                                      "decrypt_seconds") if ok and k in ok[0]}
+    accepted = {u for u, _ in updates} - {r["partition-id"] for r in bad}
+    ok = [m for m in (next(iter(msg.content.metric_records.values()), {}) for msg in replies if not msg.has_error())
+          if int(m.get("partition-id", -1)) in accepted]
+    # unweighted means: the example counts travel encrypted
+    metrics = {k: float(np.mean(vals)) for k in ("train_loss", "encrypt_seconds", "decrypt_seconds")
+               if (vals := [float(m[k]) for m in ok if k in m])}
     metrics["aggregate_seconds"] = seconds
     if aggregate is None:
         return None, metrics, rejected
@@ -280,7 +283,8 @@ def run_rounds(grid: Grid, run_dir: Path) -> None:
         _recount_lost_releases(run_dir, strategy, ckpt["round"])
         log.info("resuming %s at round %d", run_dir, start)
     data = load_server_data(run_dir)
-    ckks, evaluator = _ckks_parties(meta, run_dir, train_cfg)
+    ckks, evaluator = _ckks_parties(meta, train_cfg)
+    _check_resumed_key(ckks, arrays)
     secure_method = meta["config"].get("secure_aggregation", {}).get("method", "none")
     for rnd in range(start, fed["rounds"] + 1):
         t0 = time.perf_counter()
@@ -305,8 +309,10 @@ def run_rounds(grid: Grid, run_dir: Path) -> None:
                **{f"train_{k}": float(v) for k, v in (train_metrics or {}).items()
                   if k not in ("partition-id", "epsilon", "unit-weight")},
                **epsilons, **_client_dp_row(strategy),
-               **{f"client_{k}": float(v) for k, v in (eval_metrics or {}).items()},
-               **global_eval(train_cfg, meta, evaluator(arrays) if evaluator else arrays, data)}
+               **{f"client_{k}": float(v) for k, v in (eval_metrics or {}).items()}}
+        plain = evaluator(arrays) if evaluator else arrays
+        if plain is not None:  # CKKS without an evaluator: nobody here can read the global model
+            row.update(global_eval(train_cfg, meta, plain, data))
         if evaluator is not None:
             row["evaluator_decrypt_seconds"] = evaluator.last_seconds
         row["seconds"] = time.perf_counter() - t0
@@ -318,11 +324,13 @@ def run_rounds(grid: Grid, run_dir: Path) -> None:
         log.info("round %d: %s", rnd, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
 
 
-def _ckks_parties(meta: dict, run_dir: Path, train_cfg: TrainConfig):
-    """Under CKKS: the server's aggregator (public context only) and the key-holding evaluator.
+def _ckks_parties(meta: dict, train_cfg: TrainConfig, secret_path: str | None = None):
+    """Under CKKS: the server's aggregator (public context only) and the evaluator, or (None, None).
 
-    The evaluator is the only object here that reads ``secret.ctx``; it turns the encrypted
-    global model into plain arrays for scoring (see :mod:`fedicd.secure.ckks_round`).
+    The evaluator turns the encrypted global model into plain arrays; it exists only when
+    ``secure_aggregation.evaluator_key`` (or ``secret_path``, the driver's own key after the run)
+    names a secret context — otherwise it returns None for an encrypted model and nothing here
+    opens a secret context (see :mod:`fedicd.secure.ckks_round`).
     """
     secure = meta["config"].get("secure_aggregation", {})
     if secure.get("method", "none") != "ckks":
@@ -333,13 +341,16 @@ def _ckks_parties(meta: dict, run_dir: Path, train_cfg: TrainConfig):
     layout = tuple((k, tuple(int(s) for s in v.shape)) for k, v in init.items())
     key_dir = Path(secure["key_dir"])
     server = CkksServer(key_dir, layout)
-    holder = CkksKeyHolder(key_dir / "secret.ctx", key_dir)
+    secret_path = secret_path or secure.get("evaluator_key") or None
+    holder = CkksKeyHolder(secret_path, key_dir) if secret_path else None
     dtypes = {k: v.dtype for k, v in init.items()}
 
-    def evaluator(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def evaluator(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
         evaluator.last_seconds = 0.0
         if STATE_KEY not in arrays:
             return arrays
+        if holder is None:
+            return None
         from flwr.app import Array, ArrayRecord
 
         t0 = time.perf_counter()
@@ -349,6 +360,20 @@ def _ckks_parties(meta: dict, run_dir: Path, train_cfg: TrainConfig):
 
     evaluator.last_seconds = 0.0
     return server, evaluator
+
+
+def _check_resumed_key(ckks, arrays: dict[str, np.ndarray]) -> None:
+    """A checkpointed encrypted model must be under the key the run now has."""
+    from fedicd.secure.ckks import EncryptedUpdate
+    from fedicd.secure.ckks_round import STATE_KEY
+
+    if ckks is None or STATE_KEY not in arrays:
+        return
+    key = EncryptedUpdate.from_bytes(arrays[STATE_KEY].tobytes()).key_id
+    if key != ckks.key:
+        raise RuntimeError(f"the checkpoint's encrypted global model was made under key {key}, but the key folder "
+                           f"now holds key {ckks.key}: the keys were regenerated, and this run cannot resume "
+                           "(start a new run)")
 
 
 def make_server_app(run_dir: str | None = None) -> ServerApp:

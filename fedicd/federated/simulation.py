@@ -76,8 +76,24 @@ def _stage(cfg: ExperimentConfig, out: Path) -> dict:
     from fedicd.strategies import build_strategy
 
     build_strategy(cfg.federated.strategy, **meta["strategy_args"])  # fail now, not inside the first round
+    _check_secure(cfg, meta)
     write_run_meta(out, meta)
     return meta
+
+
+def _check_secure(cfg: ExperimentConfig, meta: dict) -> None:
+    """Secure-aggregation checks that need the staged clients and the model, before the first round."""
+    if not cfg.secure_aggregation.enabled:
+        return
+    from fedicd.secure.config import check_secure_staging
+    from fedicd.federated.server import initial_arrays
+    from fedicd.train import TrainConfig
+
+    train_cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["train"].items()})
+    n = len(meta["client_sizes"])
+    sampled = max(int(n * cfg.federated.fraction_train), meta["strategy_args"]["min_train_nodes"])
+    check_secure_staging(cfg.secure_aggregation, client_sizes=meta["client_sizes"], sampled=min(n, sampled),
+                         arrays=initial_arrays(train_cfg, meta["input_dim"], meta["n_labels"]))
 
 
 def simulate(out: str | Path, meta: dict) -> float:
@@ -160,8 +176,12 @@ def _secure_results(meta: dict) -> dict:
         from fedicd.secure.ckks_round import read_params
 
         secure["params"] = read_params(secure["key_dir"]).to_dict()
-        secure["evaluation"] = ("by the key-holding evaluator (the server holds only the public context and never "
-                                "sees the global model in plain text); client evaluation decrypts on the clients")
+        secure["evaluation"] = (
+            ("every round by the key-holding evaluator (secure_aggregation.evaluator_key; in this simulation it runs "
+             "in the ServerApp's process)" if secure.get("evaluator_key") else
+             "no server-side scores during the run (the ServerApp holds only the public context)")
+            + "; client evaluation decrypts on the clients; the final model was decrypted after the run by the "
+              "experiment driver with the clients' key")
     return secure
 
 
@@ -175,7 +195,9 @@ def _finalize(cfg: ExperimentConfig, out: Path, meta: dict, ckpt: dict, seconds:
     if secure["method"] == "ckks":
         from fedicd.federated.server import _ckks_parties
 
-        arrays = _ckks_parties(meta, out, train_cfg)[1](arrays)  # the key-holding evaluator decrypts
+        # after the run, the experiment driver (who holds the clients' key) decrypts the final model
+        key = secure.get("evaluator_key") or str(Path(secure["key_dir"]) / "secret.ctx")
+        arrays = _ckks_parties(meta, train_cfg, secret_path=key)[1](arrays)
     model = _model(train_cfg, meta, arrays)
     data = load_server_data(out)
     probs = {p: predict_proba(model, data[f"x_{p}"]) for p in ("val", "test")}

@@ -101,6 +101,8 @@ _E_VARIANCE_PROXY = 10.5
 # Tail multiplier for the random part of the noise: P(|X| > 10σ) ≤ 2·exp(-50) < 2^-71 per slot component.
 _TAIL = 10.0
 _MAGIC = b"FEDICD-CKKS\x01"
+# SEAL's Python bindings only load/save files: keep those round trips in memory where Linux offers it
+_MEMORY_TMP = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 class SecureAggregationError(ValueError):
@@ -338,7 +340,7 @@ def save_keys(directory: str | Path, params: CkksParams | None = None, *, overwr
     secret_path, public_path = directory / "secret.ctx", directory / "public.ctx"
     for path in (secret_path, public_path):
         if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace the keys")
+            raise FileExistsError(f"{path} exists; pass overwrite=True (fedicd keys --overwrite) to replace the keys")
     secret, public = make_keys(params)
     fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
@@ -488,7 +490,7 @@ class _Seal:
 @contextlib.contextmanager
 def _seal(context: ts.Context, params: CkksParams) -> Iterator[_Seal]:
     _check_context(context, params)
-    with tempfile.TemporaryDirectory(prefix="fedicd-ckks-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fedicd-ckks-", dir=_MEMORY_TMP) as tmp:
         yield _Seal(context, params, tmp)
 
 

@@ -10,11 +10,13 @@ Roles
 * **Clients** (:class:`CkksKeyHolder`): load ``secret.ctx`` (the path in node config
   ``ckks-secret-key``; in simulation ``<key_dir>/secret.ctx``), decrypt the global model
   (Σ n_k x_k / Σ n_k), train, and encrypt n_k·x_k (and n_k) for the server.
-* **Evaluator** (a :class:`CkksKeyHolder` too): the global model exists in plain text only where
-  the secret key is, so server-side scoring (val/test F1 each round, the final model) is done by
-  a key-holding evaluator. In the simulation it is an object in the ServerApp's process that
-  alone reads ``secret.ctx`` — the aggregation path never touches it; a deployment runs it as
-  its own node. Client-side evaluation (``fraction_evaluate``) decrypts on the clients.
+* **Evaluator** (optional, a :class:`CkksKeyHolder` too): the global model exists in plain text
+  only where the secret key is. With ``secure_aggregation.evaluator_key`` set, a key-holding
+  evaluator scores it every round on the val/test notes; in the simulation that evaluator lives
+  in the ServerApp's process (which can then decrypt: a convenience of the simulation, not of a
+  deployment, where it is its own node). Without it the ServerApp never opens a secret context:
+  rounds carry only client-side evaluation (``fraction_evaluate``, decrypted on the clients) and
+  the experiment driver — the researcher, who holds the clients' key — decrypts the final model.
 
 An update travels as one ``uint8`` array (``EncryptedUpdate.to_bytes``) in the ArrayRecord
 ``"ckks"``; message sizes therefore count the ciphertext bytes.
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
-from fedicd.secure.ckks import (CkksParams, EncryptedUpdate, SecretKeyError, SecureAggregationError,
+from fedicd.secure.ckks import (CiphertextError, CkksParams, EncryptedUpdate, SecretKeyError, SecureAggregationError,
                                 aggregate_encrypted, decrypt_average, encrypt_update, key_id, load_context,
                                 validate_update)
 
@@ -98,10 +100,27 @@ class CkksServer:
                 rejected.append({"partition-id": pid, "reason": f"{type(exc).__name__}: {exc}"})
                 log.warning("client %d: encrypted update rejected: %s", pid, exc)
                 continue
-            valid.append(update)
-        if not valid:
-            return None, rejected
-        return aggregate_encrypted(self.context, valid), rejected
+            valid.append((pid, update))
+        while valid:
+            try:
+                return aggregate_encrypted(self.context, [u for _, u in valid]), rejected
+            except CiphertextError:
+                # bytes that match the client's own digest but that SEAL cannot load: find whose, drop them
+                bad = [(pid, exc) for pid, exc in ((pid, self._load_error(u)) for pid, u in valid) if exc]
+                if not bad:
+                    raise
+                for pid, exc in bad:
+                    rejected.append({"partition-id": pid, "reason": f"CiphertextError: {exc}"})
+                    log.warning("client %d: encrypted update rejected: %s", pid, exc)
+                valid = [(pid, u) for pid, u in valid if pid not in {b for b, _ in bad}]
+        return None, rejected
+
+    def _load_error(self, update: EncryptedUpdate) -> str | None:
+        try:
+            aggregate_encrypted(self.context, [update])
+        except CiphertextError as exc:
+            return str(exc)
+        return None
 
 
 class CkksKeyHolder:

@@ -4,9 +4,11 @@
 
 * ``"none"``: the server sees every update (plain FedAvg).
 * ``"ckks"``: CKKS homomorphic addition (:mod:`fedicd.secure.ckks`). ``key_dir`` is the folder
-  ``fedicd keys`` wrote: the server reads only ``public.ctx``; clients (and the key-holding
-  evaluator) read ``secret.ctx``. The server never holds the global model in plain text, so
-  the global model is scored by the evaluator (see :mod:`fedicd.secure.ckks_round`).
+  ``fedicd keys`` wrote: the server reads only ``public.ctx``; clients read ``secret.ctx``. The
+  server never holds the global model in plain text. ``evaluator_key`` (a path to a secret
+  context, e.g. ``<key_dir>/secret.ctx``) adds a key-holding evaluator that scores the global
+  model every round; empty (default) = no evaluator: rounds carry client-side evaluation only and
+  the experiment driver decrypts the final model after the run (see :mod:`fedicd.secure.ckks_round`).
   ``clip_values``: a model value outside ±``clip_range`` (of the keys' parameters) is clipped and
   counted instead of failing that client's update.
 * ``"secagg+"``: Flower's SecAgg+ (pairwise masks, Shamir shares; :mod:`fedicd.secure.secagg`):
@@ -25,10 +27,12 @@ composes (noise is added on the client, before encryption or masking).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from fedicd.errors import ConfigError
 
-__all__ = ["SecureAggConfig", "SECURE_METHODS", "SECURE_STRATEGIES", "check_secure_compatible"]
+__all__ = ["SecureAggConfig", "SECURE_METHODS", "SECURE_STRATEGIES", "check_secure_compatible",
+           "check_secure_staging"]
 
 SECURE_METHODS = ("none", "ckks", "secagg+")
 # CKKS: the server never holds the plain aggregate, so its step must be the weighted mean itself.
@@ -43,6 +47,7 @@ class SecureAggConfig:
     method: str = "none"
     # ckks
     key_dir: str = ""
+    evaluator_key: str = ""
     clip_values: bool = False
     # secagg+: Flower's SecAggPlusWorkflow parameters (validated by fedicd.secure.secagg.SecAggPlusConfig)
     num_shares: int | float = 1.0
@@ -59,6 +64,9 @@ class SecureAggConfig:
         if self.method == "ckks" and not self.key_dir:
             raise ConfigError("secure_aggregation.method = 'ckks' needs secure_aggregation.key_dir (run "
                               "`fedicd keys --out DIR` first)")
+        for name in ("key_dir", "evaluator_key"):  # resumed runs and Ray workers may start elsewhere
+            if getattr(self, name):
+                object.__setattr__(self, name, str(Path(getattr(self, name)).expanduser().resolve()))
         if self.method == "secagg+":
             if not self.max_weight >= 0:
                 raise ConfigError(f"secure_aggregation.max_weight must be >= 0 (0 = the largest client), got "
@@ -99,3 +107,30 @@ def check_secure_compatible(secure: SecureAggConfig, strategy: str, dp: str, mod
         raise ConfigError(f"privacy.dp = 'client' cannot run under secure aggregation ({secure.method}): Flower's "
                           "client-level DP clips and noises on the server, which never sees the plain updates; "
                           "use privacy.dp = 'sample' (DP-SGD on the clients, noise added before encryption)")
+
+
+def check_secure_staging(secure: SecureAggConfig, *, client_sizes: list[int], sampled: int,
+                         arrays: dict) -> None:
+    """Checks that need the staged run (client sizes, the model), made before the first round."""
+    if secure.method == "ckks":
+        from fedicd.secure.ckks_round import read_params
+
+        params = read_params(secure.key_dir)
+        if len(client_sizes) > params.max_clients:
+            raise ConfigError(f"{len(client_sizes)} clients exceed the CKKS keys' max_clients = {params.max_clients} "
+                              f"(make keys with `fedicd keys --max-clients {len(client_sizes)}`)")
+        if max(client_sizes) > params.max_count:
+            raise ConfigError(f"a client holds {max(client_sizes)} notes, above the CKKS keys' max_count = "
+                              f"{params.max_count} (make keys with a larger --max-count)")
+        ints = sorted(k for k, v in arrays.items() if v.dtype.kind not in "f")
+        if ints:
+            raise ConfigError(f"the head has integer buffers {ints} (BatchNorm's counters), which CKKS would average "
+                              "as values and then refuse once they pass clip_range; use train.norm = 'layer' or "
+                              "'group' under secure_aggregation.method = 'ckks'")
+    elif secure.method == "secagg+":
+        sa = secure.secagg(largest_client=max(client_sizes))
+        try:
+            sa.check_round(sampled)
+            sa.check_weights(client_sizes)
+        except ValueError as exc:
+            raise ConfigError(f"secure_aggregation (secagg+): {exc}") from exc

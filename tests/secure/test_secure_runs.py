@@ -39,7 +39,8 @@ def runs(tmp_path_factory, keys):
     cache = tmp_path_factory.mktemp("cache")
     out = {}
     for name, extra in (("none", []), ("ckks", ['secure_aggregation.method="ckks"',
-                                                 f'secure_aggregation.key_dir="{keys}"']),
+                                                 f'secure_aggregation.key_dir="{keys}"',
+                                                 f'secure_aggregation.evaluator_key="{keys / "secret.ctx"}"']),
                         ("secagg+", ['secure_aggregation.method="secagg+"'])):
         d = tmp_path_factory.mktemp(name.replace("+", "p"))
         out[name] = (d, run_federated(_cfg(cache, *extra), d))
@@ -69,7 +70,7 @@ def test_ckks_server_sees_only_ciphertext_and_holds_no_secret_key(runs, keys):
     # uploads are ciphertexts: between 1x and 4x the plain run's fp32 bytes
     ratio = res["history"][2]["bytes_received"] / plain["history"][2]["bytes_received"]
     assert 1.0 < ratio <= 4.0, ratio
-    assert "key-holding evaluator" in res["secure_aggregation"]["evaluation"]
+    assert "every round by the key-holding evaluator" in res["secure_aggregation"]["evaluation"]
     public = load_context(keys / "public.ctx")
     assert not public.is_private()
     holder = CkksKeyHolder(keys / "secret.ctx", keys)
@@ -88,15 +89,25 @@ def test_ckks_server_rejects_bad_updates_by_client_and_adds_the_rest(keys, tmp_p
     wrong_shape = holder.encrypt({"w": np.ones(5, np.float32)}, 1)[0]
     raw = good["bytes"].numpy().copy()
     raw[-10] ^= 0xFF
+    import dataclasses
+    import hashlib
+
     from flwr.app import Array, ArrayRecord
 
+    from fedicd.secure.ckks_round import record_update
+
     corrupted = ArrayRecord(array_dict={"bytes": Array(raw)})
+    # bytes SEAL cannot load, with a digest recomputed to match them (a buggy client, not a broken wire)
+    up = record_update(holder.encrypt({"w": np.ones(4, np.float32)}, 1)[0])
+    zeros = bytes(len(up.ciphertexts[0]))
+    unloadable = update_record(dataclasses.replace(up, ciphertexts=(zeros,),
+                                                   digests=(hashlib.sha256(zeros).digest(),)))
     agg, rejected = server.aggregate([(0, good), (1, foreign), (2, wrong_shape), (3, corrupted),
-                                      (4, ArrayRecord(array_dict={"x": Array(np.zeros(2))}))])
+                                      (4, ArrayRecord(array_dict={"x": Array(np.zeros(2))})), (5, unloadable)])
     reasons = {r["partition-id"]: r["reason"] for r in rejected}
-    assert set(reasons) == {1, 2, 3, 4}
+    assert set(reasons) == {1, 2, 3, 4, 5}
     assert "another key" in reasons[1] and "LayoutError" in reasons[2] and "SHA-256" in reasons[3]
-    assert "no 'bytes'" in reasons[4]
+    assert "no 'bytes'" in reasons[4] and "SEAL cannot load" in reasons[5]
     avg, total = decrypt_average(holder.context, agg, holder.params)
     assert total == 3 and np.abs(avg["w"] - np.arange(4)).max() < 1e-6
     assert server.aggregate([(1, foreign)]) == (None, [{"partition-id": 1, "reason": rejected[0]["reason"]}])
@@ -153,5 +164,30 @@ def test_sample_level_dp_composes_with_ckks(keys, tmp_path_factory):
                              "federated.fault_clients=[]"), out)
     assert [r["updated"] for r in res["history"]] == [True, True]
     assert [r["train_clients_aggregated"] for r in res["history"]] == [3.0, 3.0]
-    assert res["privacy"]["dp"] == "sample" and res["privacy"]["final_epsilon_max"] > 0
-    assert all(r["epsilon_client_0"] > 0 for r in res["history"])
+    assert res["privacy"]["dp"] == "sample" and res["privacy"]["final_epsilon_max"] > 0  # from the clients' files
+    # nothing in the clear gives a client's size away (ε and step counts depend on it), and without an
+    # evaluator key nobody on the server side scores the (encrypted) global model during the run
+    assert not any(k.startswith("epsilon_client") or k == "test_micro_f1" for r in res["history"] for k in r)
+    assert "no server-side scores during the run" in res["secure_aggregation"]["evaluation"]
+    assert 0.0 <= res["test"]["micro_f1"] <= 1.0  # the driver decrypted the final model
+
+
+@pytest.mark.parametrize("extra, message", [
+    (['secure_aggregation.method="ckks"', 'train.norm="batch"'], "integer buffers"),
+    (['secure_aggregation.method="secagg+"', "secure_aggregation.num_shares=5",
+      "secure_aggregation.reconstruction_threshold=3"], "num_shares = 5 exceeds the 3 sampled clients"),
+])
+def test_settings_that_need_the_staged_run_are_refused_before_the_first_round(keys, tmp_path, extra, message):
+    if any("ckks" in e for e in extra):
+        extra.append(f'secure_aggregation.key_dir="{keys}"')
+    with pytest.raises(ConfigError, match=message):
+        run_federated(_cfg(tmp_path / "cache", *extra), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+def test_too_many_clients_for_the_keys_are_refused(tmp_path):
+    small = tmp_path / "keys"
+    write_key_dir(small, CkksParams(max_clients=2))
+    with pytest.raises(ConfigError, match="3 clients exceed the CKKS keys' max_clients = 2"):
+        run_federated(_cfg(tmp_path / "cache", 'secure_aggregation.method="ckks"',
+                           f'secure_aggregation.key_dir="{small}"'), tmp_path / "run")
