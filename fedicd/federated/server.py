@@ -364,10 +364,12 @@ def _ckks_parties(meta: dict, train_cfg: TrainConfig, secret_path: str | None = 
 
 def _check_resumed_key(ckks, arrays: dict[str, np.ndarray]) -> None:
     """A checkpointed encrypted model must be under the key the run now has."""
+    if ckks is None:
+        return
     from fedicd.secure.ckks import EncryptedUpdate
     from fedicd.secure.ckks_round import STATE_KEY
 
-    if ckks is None or STATE_KEY not in arrays:
+    if STATE_KEY not in arrays:
         return
     key = EncryptedUpdate.from_bytes(arrays[STATE_KEY].tobytes()).key_id
     if key != ckks.key:

@@ -191,3 +191,19 @@ def test_too_many_clients_for_the_keys_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="3 clients exceed the CKKS keys' max_clients = 2"):
         run_federated(_cfg(tmp_path / "cache", 'secure_aggregation.method="ckks"',
                            f'secure_aggregation.key_dir="{small}"'), tmp_path / "run")
+
+
+def test_resuming_under_regenerated_keys_is_refused(keys, tmp_path):
+    from fedicd.federated.server import _check_resumed_key
+    from fedicd.secure.ckks_round import STATE_KEY, record_update
+
+    server = CkksServer(keys, (("w", (4,)),))
+    other = tmp_path / "other"
+    write_key_dir(other)
+    old = record_update(CkksKeyHolder(other / "secret.ctx", other).encrypt({"w": np.ones(4, np.float32)}, 1)[0])
+    state = {STATE_KEY: np.frombuffer(old.to_bytes(), dtype=np.uint8)}
+    with pytest.raises(RuntimeError, match="keys were regenerated"):
+        _check_resumed_key(server, state)
+    same = record_update(CkksKeyHolder(keys / "secret.ctx", keys).encrypt({"w": np.ones(4, np.float32)}, 1)[0])
+    _check_resumed_key(server, {STATE_KEY: np.frombuffer(same.to_bytes(), dtype=np.uint8)})  # no error
+    _check_resumed_key(None, state)  # not a CKKS run
