@@ -172,6 +172,17 @@ def test_sample_level_dp_composes_with_ckks(keys, tmp_path_factory):
     assert 0.0 <= res["test"]["micro_f1"] <= 1.0  # the driver decrypted the final model
 
 
+def test_sample_level_dp_composes_with_secagg(tmp_path_factory):
+    """Under SecAgg+ the DP-SGD noise is added before masking; each survivor's ε still reaches the history."""
+    cache, out = tmp_path_factory.mktemp("cache_dp2"), tmp_path_factory.mktemp("secagg_dp")
+    res = run_federated(_cfg(cache, 'secure_aggregation.method="secagg+"', 'privacy.dp="sample"', "privacy.noise=1.0",
+                             "federated.rounds=2", "federated.fault_clients=[]"), out)
+    assert [r["updated"] for r in res["history"]] == [True, True]
+    assert [r["train_secagg_survivors"] for r in res["history"]] == [3.0, 3.0]
+    assert res["privacy"]["final_epsilon_max"] > 0
+    assert all(r[f"epsilon_client_{k}"] > 0 for r in res["history"] for k in range(3))
+
+
 @pytest.mark.parametrize("extra, message", [
     (['secure_aggregation.method="ckks"', 'train.norm="batch"'], "integer buffers"),
     (['secure_aggregation.method="secagg+"', "secure_aggregation.num_shares=5",
