@@ -27,7 +27,7 @@ from attacks.scoring import set_prf, summarize, words
 from fedicd.config import load_config
 from fedicd.embedding import embed_texts
 from fedicd.experiment import prepare_data
-from fedicd.attack_sweep import icd_utility, make_defence
+from fedicd.attack_sweep import icd_utility, make_defence, plot_leakage_utility
 
 SETTINGS = [("none", 0), ("noise", 0.02), ("noise", 0.05), ("noise", 0.1), ("noise", 0.2), ("noise", 0.5),
             ("quantize", 4), ("quantize", 2), ("quantize", 1), ("pca", 64), ("pca", 16), ("pca", 4)]
@@ -71,28 +71,9 @@ def main() -> None:
               flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "defence_curve.json").write_text(json.dumps(rows, indent=2))
-    _plot(rows, args.out / "defence_curve.png")
-
-
-def _plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for kind, marker in (("none", "*"), ("noise", "o"), ("quantize", "s"), ("pca", "^")):
-        pts = [(r["icd_micro_f1"], r["bow_word_f1_adaptive"]["value"], r["strength"]) for r in rows
-               if r["defence"] == kind]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, ls="-", label=kind)
-        for u, leak, s in pts:
-            ax.annotate(str(s), (u, leak), fontsize=6)
-    ax.set_xlabel("ICD test micro-F1 (utility)")
-    ax.set_ylabel("bag-of-words word F1, adaptive attacker (leakage)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plot_leakage_utility([{"defence": r["defence"], "strength": r["strength"], "icd_micro_f1": r["icd_micro_f1"],
+                           "metric": "bag-of-words word F1", "leakage": r["bow_word_f1_adaptive"], "baseline": None}
+                          for r in rows], args.out / "defence_curve.png")
 
 
 if __name__ == "__main__":

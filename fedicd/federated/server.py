@@ -124,7 +124,7 @@ def _ckks_aggregate(ckks, rnd: int, replies: list[Message]):
     return {STATE_KEY: np.frombuffer(aggregate.to_bytes(), dtype=np.uint8).copy()}, metrics, rejected
 
 
-def _secagg_train_round(strategy, grid: Grid, rnd: int, arrays, config: ConfigRecord, meta: dict,
+def _secagg_train_round(strategy, grid: Grid, rnd: int, arrays, config: ConfigRecord, meta: dict, sa_cfg,
                         rejections: list[dict]):
     """One round through Flower's SecAgg+ workflow: the server learns only the weighted sum.
 
@@ -133,12 +133,8 @@ def _secagg_train_round(strategy, grid: Grid, rnd: int, arrays, config: ConfigRe
     strategy's ``aggregate_train`` as one reply. Too many dropouts: no update this round, and the
     halt (with Flower's reasons) is appended to ``rejections``.
     """
-    from fedicd.secure.config import SecureAggConfig
     from fedicd.secure.secagg import SecAggDropoutError, secagg_train_round, strategy_reply
 
-    secure = SecureAggConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                for k, v in meta["config"]["secure_aggregation"].items()})
-    sa_cfg = secure.secagg(largest_client=max(meta["client_sizes"]))
     messages = list(strategy.configure_train(rnd, to_record(arrays), config, grid))
     wkey = getattr(strategy, "weighted_by_key", "num-examples")
     try:
@@ -157,14 +153,24 @@ def _secagg_train_round(strategy, grid: Grid, rnd: int, arrays, config: ConfigRe
             per_client)
 
 
-def _train_round(strategy, grid: Grid, rnd: int, arrays, config: ConfigRecord, timeout: float, ckks=None):
+def _secagg_settings(meta: dict):
+    """Flower's SecAgg+ parameters of the run (``max_weight = 0`` → the largest client)."""
+    from fedicd.secure.config import SecureAggConfig
+
+    secure = SecureAggConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in meta["config"]["secure_aggregation"].items()})
+    return secure.secagg(largest_client=max(meta["client_sizes"]))
+
+
+def _train_round(strategy, grid: Grid, rnd: int, arrays, config: ConfigRecord, timeout: float, ckks=None,
+                 rejections: list[dict] | None = None):
     messages = list(strategy.configure_train(rnd, _model_record(arrays), config, grid))
     _attach_encrypted_model(messages, arrays)
     replies = _sorted_replies(list(grid.send_and_receive(messages, timeout=timeout)))
     per_client = _client_epsilons(replies)
     if ckks is not None:
         new_arrays, metrics, rejected = _ckks_aggregate(ckks, rnd, replies)
-        ckks.round_rejections = rejected
+        rejections.extend(rejected)
     else:
         new_arrays, metrics = strategy.aggregate_train(rnd, replies)
     failures = sum(m.has_error() for m in replies) + max(0, len(messages) - len(replies))
@@ -286,18 +292,17 @@ def run_rounds(grid: Grid, run_dir: Path) -> None:
     ckks, evaluator = _ckks_parties(meta, train_cfg)
     _check_resumed_key(ckks, arrays)
     secure_method = meta["config"].get("secure_aggregation", {}).get("method", "none")
+    sa_cfg = _secagg_settings(meta) if secure_method == "secagg+" else None
     for rnd in range(start, fed["rounds"] + 1):
         t0 = time.perf_counter()
         _wait_for_nodes(grid, meta["n_clients"], float(fed.get("node_wait_s", 120.0)), rnd)
         config = ConfigRecord({"local-epochs": fed["local_epochs"]})
         if secure_method == "secagg+":
             new, train_metrics, sent, received, failures, sampled, epsilons = _secagg_train_round(
-                strategy, grid, rnd, arrays, config, meta, rejections)
+                strategy, grid, rnd, arrays, config, meta, sa_cfg, rejections)
         else:
             new, train_metrics, sent, received, failures, sampled, epsilons = _train_round(
-                strategy, grid, rnd, arrays, config, fed["timeout_s"], ckks)
-        if ckks is not None:
-            rejections += ckks.round_rejections
+                strategy, grid, rnd, arrays, config, fed["timeout_s"], ckks, rejections)
         if new is None:
             log.warning("round %d: no valid update; the global model is unchanged", rnd)
         else:

@@ -87,7 +87,6 @@ class CkksServer:
         self.params = read_params(key_dir)
         self.key = key_id(self.context)
         self.layout = tuple(layout)
-        self.round_rejections: list[dict] = []
 
     def aggregate(self, updates: list[tuple[int, ArrayRecord]]) -> tuple[EncryptedUpdate | None, list[dict]]:
         """Check each client's update, add the valid ones; returns (aggregate or None, rejections)."""
