@@ -1,4 +1,4 @@
-"""Load notes for a :class:`fedicd.config.DataConfig`, whatever the source."""
+"""Load notes for a :class:`fedicd.data.config.DataConfig`, whatever the source."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from fedicd.data.notes import CodedNotes
 
 if TYPE_CHECKING:
-    from fedicd.config import DataConfig
+    from fedicd.data.config import DataConfig
 
 __all__ = ["load_notes", "synthetic_corpus"]
 

@@ -1,0 +1,87 @@
+"""``[data]`` config section: where the notes come from, which codes become labels, how they are split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from fedicd.errors import ConfigError
+
+__all__ = ["DataConfig", "SOURCES", "SPLITS"]
+
+SOURCES = ("synthetic", "codiesp", "mimic", "tabular", "notes")
+SPLITS = ("official", "stratified")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the notes come from, which codes become labels, and how they are split.
+
+    Source options apply to their source only: ``path`` (all but synthetic),
+    ``language``/``codes`` (codiesp), ``hosp_path``/``icd_version``/
+    ``include_procedures``/``split_file``/``split_id_column``/``split_match_on``
+    (mimic; the split file's split column is ``split_column``, default
+    ``"split"``), the ``*_column`` options (tabular), ``n_notes``/``n_sites``/
+    ``n_codes`` (synthetic).
+
+    Label rules: ``min_per_client × n_clients`` is the paper's rule, applied to
+    the whole corpus before splitting as in the paper (0 disables it);
+    ``min_train_count`` keeps codes with at least that many *training* notes
+    (the binarizer is fitted on training notes only).
+
+    Splits: ``"official"`` uses the source's split column, training on
+    ``train_parts``; when ``"val"`` is among them, or the source has no val
+    notes, a stratified ``val_fraction`` of the training notes is held out for
+    the threshold choice. ``"stratified"`` draws ``fractions`` by iterative
+    stratification.
+    """
+
+    source: str = "synthetic"
+    path: str | None = None
+    language: str = "en"
+    codes: str = "diagnosis"
+    hosp_path: str | None = None
+    icd_version: int = 10
+    include_procedures: bool = False
+    split_file: str | None = None
+    split_id_column: str = "note_id"
+    split_match_on: str = "note_id"
+    text_column: str = "text"
+    codes_column: str = "codes"
+    codes_delimiter: str = ","
+    id_column: str | None = None
+    site_column: str | None = None
+    split_column: str | None = None
+    n_notes: int = 1500
+    n_sites: int = 5
+    n_codes: int = 300
+    granularity: str = "full"
+    min_per_client: int = 0
+    n_clients: int = 20
+    min_train_count: int = 1
+    split: str = "stratified"
+    train_parts: tuple[str, ...] = ("train",)
+    val_fraction: float = 0.15
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+
+    def __post_init__(self) -> None:
+        _choice("data.source", self.source, SOURCES)
+        _choice("data.split", self.split, SPLITS)
+        _choice("data.granularity", self.granularity, ("full", "category", "chapter"))
+        if self.source != "synthetic" and not self.path:
+            raise ConfigError(f"data.path is required for data.source = {self.source!r}")
+        if self.min_per_client < 0 or self.n_clients < 1 or self.min_train_count < 1:
+            raise ConfigError("data.min_per_client must be >= 0, data.n_clients >= 1 and data.min_train_count >= 1; "
+                              f"got {self.min_per_client}, {self.n_clients}, {self.min_train_count}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+        bad_parts = set(self.train_parts) - {"train", "val", "test"}
+        if bad_parts or "test" in self.train_parts or "train" not in self.train_parts:
+            raise ConfigError(f"data.train_parts must contain 'train', may add 'val', never 'test'; got {self.train_parts}")
+        object.__setattr__(self, "train_parts", tuple(self.train_parts))
+        object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions))
+
+
+def _choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {list(allowed)}, got {value!r}")
