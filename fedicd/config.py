@@ -22,6 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from fedicd.config_types import check_section_values
 from fedicd.data.config import DataConfig
 from fedicd.embed import EmbedConfig
 from fedicd.errors import ConfigError
@@ -70,7 +71,7 @@ def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
     unknown = sorted(set(values) - set(valid))
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in [{name}]; valid keys: {sorted(valid)}")
-    coerced = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    coerced = check_section_values(name, cls, values)
     try:
         return cls(**coerced)
     except ConfigError:
@@ -98,7 +99,8 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
         if not isinstance(section, dict):
             raise ConfigError(f"[{name}] must be a table, got {type(section).__name__}")
         sections[name] = _build_section(name, cls, section)
-    return ExperimentConfig(**{k: raw[k] for k in top if k in raw}, **sections)
+    top_values = check_section_values("", ExperimentConfig, {k: raw[k] for k in top if k in raw})
+    return ExperimentConfig(**top_values, **sections)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
