@@ -42,6 +42,21 @@ def _add_common(p: argparse.ArgumentParser, *, config: bool = True) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log each epoch")
 
 
+def _add_out(p: argparse.ArgumentParser, *, default: Path | None = None) -> None:
+    p.add_argument("--out", type=Path, required=default is None, default=default,
+                   help="output folder (refused if it already holds files, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier fedicd output in --out (its files are removed first)")
+
+
+def _claim_out(args: argparse.Namespace) -> None:
+    """Check --out before any work: writable, and not holding an earlier result (unless --overwrite/--resume)."""
+    from fedicd.output_dir import claim_output_dir
+
+    args.out = claim_output_dir(args.out, verb=args.command, overwrite=args.overwrite,
+                                resume=getattr(args, "resume", False))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedicd", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                         ("partition", "partition the training notes among clients; write the manifest")):
         p = sub.add_parser(name, help=help_)
         _add_common(p)
-        p.add_argument("--out", type=Path, required=True, help="output directory")
+        _add_out(p)
         if name == "run":
             p.add_argument("--resume", action="store_true", help="continue a crashed federated run in --out")
     p = sub.add_parser("evaluate", help="re-score a saved run on its test split")
@@ -61,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("attack", help="attack the config's embeddings under defences (leakage vs utility)")
     p.add_argument("attack", choices=["invert", "attribute"])
     _add_common(p)
-    p.add_argument("--out", type=Path, required=True, help="output directory")
+    _add_out(p)
     p.add_argument("--method", choices=["bow", "generative"], default="bow", help="inversion attack (invert)")
     p.add_argument("--attribute", default="mental_health",
                    help="mental_health, hiv, pregnancy, female or site (attribute)")
@@ -83,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     p = sub.add_parser("demo", help="synthetic notes → MiniLM → MLP, end to end")
     _add_common(p, config=False)
-    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    _add_out(p, default=Path("runs/demo"))
     return parser
 
 
@@ -102,6 +117,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from fedicd.config import load_config
 
     cfg = load_config(getattr(args, "config", DEMO_CONFIG), args.overrides)
+    if getattr(args, "resume", False) and cfg.train.mode != "federated":
+        raise ValueError("--resume applies to federated runs (train.mode = 'federated') only")
+    _claim_out(args)
     if cfg.train.mode == "federated":
         from fedicd.federated.simulation import run_federated
 
@@ -111,8 +129,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
               f"{len(results['client_sizes'])} clients; {results['seconds']['simulation']:.1f} s")
         print(f"results: {Path(args.out) / 'results.json'}")
         return 0
-    if getattr(args, "resume", False):
-        raise ValueError("--resume applies to federated runs (train.mode = 'federated') only")
     from fedicd.experiment import run_experiment
 
     results = run_experiment(cfg, args.out)
@@ -129,6 +145,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from fedicd.data.sources import load_notes, synthetic_corpus
 
     cfg = load_config(args.config, args.overrides)
+    _claim_out(args)
     if cfg.data.source == "synthetic":  # keep the planted identifiers' ground truth beside the notes
         corpus = synthetic_corpus(cfg.data, cfg.seed)
         corpus.save(args.out)
@@ -149,6 +166,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from fedicd.embed import embed_texts
 
     cfg = load_config(args.config, args.overrides)
+    _claim_out(args)
     notes = load_notes(cfg.data, seed=cfg.seed)
     result = embed_texts(notes.texts, cfg.embedding, cache_dir=cfg.cache_dir)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -164,6 +182,7 @@ def _cmd_partition(args: argparse.Namespace) -> int:
     from fedicd.partition.run import run_partition
 
     cfg = load_config(args.config, args.overrides)
+    _claim_out(args)
     extra = run_partition(cfg, args.out)
     stats = extra["stats"]
     print(f"{cfg.partition.scheme}: {len(stats['sizes'])} clients, sizes {stats['sizes']}")
@@ -183,6 +202,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     from fedicd.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    _claim_out(args)
     attack = args.method if args.attack == "invert" else "attribute"
     gen_cfg = GenerativeConfig(seed=cfg.seed, epochs=args.gen_epochs, corrector_steps=args.corrector_steps,
                                candidates=4 if args.corrector_steps else 0)
@@ -203,8 +223,11 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     from fedicd.secure.ckks import CkksParams, precision_bound
     from fedicd.secure.ckks_round import write_key_dir
 
+    from fedicd.output_dir import check_writable_location
+
     params = CkksParams(clip_range=args.clip_range, frac_bits=args.frac_bits, limbs=args.limbs,
                         max_clients=args.max_clients, max_count=args.max_count)
+    args.out = check_writable_location(args.out)
     info = write_key_dir(args.out, params, overwrite=args.overwrite)
     bound = precision_bound(params, params.max_clients, params.max_count)
     print(f"secret context (clients and the evaluator only): {info['secret']}\n"
@@ -222,6 +245,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _message(exc: BaseException) -> str:
+    """One line for the user; an OS error raised below fedicd still names its file."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -231,8 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "keys": _cmd_keys}
     try:
         return handlers[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
-        print(f"fedicd {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError) as exc:
+        print(f"fedicd {args.command}: error: {_message(exc)}", file=sys.stderr)
         return 2
 
 

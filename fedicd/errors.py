@@ -7,11 +7,15 @@ or parameter that is wrong.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataFormatError", "MissingColumnError", "ShapeError"]
+__all__ = ["ConfigError", "DataFormatError", "MissingColumnError", "OutputDirError", "ShapeError"]
 
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or out of range."""
+
+
+class OutputDirError(ValueError):
+    """An output folder cannot be written, or would overwrite an earlier result."""
 
 
 class DataFormatError(ValueError):
