@@ -10,7 +10,7 @@ from fedicd.errors import ConfigError
 __all__ = ["DataConfig", "SOURCES", "SPLITS"]
 
 SOURCES = ("synthetic", "codiesp", "mimic", "tabular", "notes")
-SPLITS = ("official", "stratified")
+SPLITS = ("official", "stratified", "kfold")
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,11 @@ class DataConfig:
     ``train_parts``; when ``"val"`` is among them, or the source has no val
     notes, a stratified ``val_fraction`` of the training notes is held out for
     the threshold choice. ``"stratified"`` draws ``fractions`` by iterative
-    stratification.
+    stratification. ``"kfold"`` cuts the notes into ``n_folds`` (default 5,
+    >= 2) iteratively stratified folds: the test set is fold ``fold`` (default
+    0, in 0..n_folds-1) and val a stratified ``val_fraction`` of the rest; run
+    the folds with ``--set data.fold=k``. ``n_folds``/``fold`` apply to
+    ``"kfold"`` only.
     """
 
     source: str = "synthetic"
@@ -63,6 +67,8 @@ class DataConfig:
     train_parts: tuple[str, ...] = ("train",)
     val_fraction: float = 0.15
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    n_folds: int | None = None
+    fold: int | None = None
 
     def __post_init__(self) -> None:
         _choice("data.source", self.source, SOURCES)
@@ -80,6 +86,24 @@ class DataConfig:
             raise ConfigError(f"data.train_parts must contain 'train', may add 'val', never 'test'; got {self.train_parts}")
         object.__setattr__(self, "train_parts", tuple(self.train_parts))
         object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions))
+        _check_folds(self)
+
+
+def _check_folds(cfg: DataConfig) -> None:
+    """``n_folds``/``fold`` only with ``split = "kfold"``, where they default to 5 and 0."""
+    if cfg.split != "kfold":
+        if cfg.n_folds is not None or cfg.fold is not None:
+            raise ConfigError(f"data.n_folds / data.fold apply to data.split = 'kfold' only; got data.split = "
+                              f"{cfg.split!r} with n_folds={cfg.n_folds!r}, fold={cfg.fold!r}")
+        return
+    n_folds = 5 if cfg.n_folds is None else cfg.n_folds
+    fold = 0 if cfg.fold is None else cfg.fold
+    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2:
+        raise ConfigError(f"data.n_folds must be an integer >= 2, got {n_folds!r}")
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < n_folds:
+        raise ConfigError(f"data.fold must be an integer in 0..{n_folds - 1} (data.n_folds = {n_folds}), got {fold!r}")
+    object.__setattr__(cfg, "n_folds", n_folds)
+    object.__setattr__(cfg, "fold", fold)
 
 
 def _choice(name: str, value: Any, allowed: Sequence[Any]) -> None:

@@ -1,9 +1,16 @@
-"""Stratified multi-label train/val/test splits (iterative stratification).
+"""Stratified multi-label train/val/test splits and cross-validation folds (iterative stratification).
 
 Uses ``iterative-stratification`` (Sechidis et al., 2011, as implemented in
 ``iterstrat.ml_stratifiers``): first train vs. the rest, then the rest into val
 and test. The paper's ablation uses 10 repeated random stratified splits;
 :func:`repeated_splits` gives them for seeds ``seed + 1000·k``, k = 0..9.
+For small corpora, :func:`kfold_split` gives fold ``k`` of ``n_folds``
+stratified folds as the test set and a stratified share of the rest as val.
+
+Iterative stratification keeps label proportions, not part sizes: on a small
+corpus a part can come out smaller than ``fraction × N`` (a 40-note corpus cut
+70/15/15 can give 36/2/2), or empty. An empty part raises
+:class:`EmptySplitError`, never an empty array that fails later.
 """
 
 from __future__ import annotations
@@ -11,13 +18,34 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit
 from sklearn.preprocessing import MultiLabelBinarizer
 
 from fedicd.data.notes import CodedNotes
 from fedicd.errors import ShapeError
 
-__all__ = ["stratified_split", "repeated_splits", "with_splits", "holdout_split"]
+__all__ = ["stratified_split", "repeated_splits", "with_splits", "holdout_split", "kfold_split", "fold_assignment",
+           "EmptySplitError"]
+
+
+class EmptySplitError(ValueError):
+    """A split part came out empty.
+
+    Attributes
+    ----------
+    part:
+        The empty part (``"train"``, ``"val"``, ``"test"``, ``"kept"``, ``"held_out"``).
+    sizes:
+        Notes per part of the split that was attempted.
+    expected:
+        ``fraction × N``, the size the part was meant to have.
+    """
+
+    def __init__(self, part: str, sizes: dict[str, int], expected: float):
+        shown = "/".join(sizes) + " = " + "/".join(str(v) for v in sizes.values())
+        super().__init__(f"the {part} split is empty ({shown} of {sum(sizes.values())} notes; "
+                         f"{expected:.2f} expected in {part})")
+        self.part, self.sizes, self.expected = part, dict(sizes), float(expected)
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
@@ -26,22 +54,42 @@ def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     return tuple(float(f) for f in fractions)  # type: ignore[return-value]
 
 
+def _strata(y: np.ndarray) -> np.ndarray:
+    """iterstrat needs a multilabel matrix; one column gets its complement (same strata), none a constant."""
+    if y.shape[1] == 0:
+        y = np.ones((len(y), 1), dtype=np.int64)
+    if y.shape[1] == 1:
+        return np.hstack([y, 1 - y])
+    return y
+
+
 def _one_cut(y: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    if y.shape[1] == 1:  # iterstrat needs a multilabel matrix; the complement column keeps the same strata
-        y = np.hstack([y, 1 - y])
+    if len(y) < 2:  # nothing to cut: everything stays on the kept side
+        return np.arange(len(y)), np.empty(0, dtype=np.int64)
     splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
-    keep, cut = next(splitter.split(np.zeros((len(y), 1)), y))
+    keep, cut = next(splitter.split(np.zeros((len(y), 1)), _strata(y)))
     return np.sort(keep), np.sort(cut)
 
 
+def _check_nonempty(parts: dict[str, np.ndarray], expected: dict[str, float]) -> None:
+    for name, idx in parts.items():
+        if len(idx) == 0:
+            raise EmptySplitError(name, {k: len(v) for k, v in parts.items()}, expected[name])
+
+
 def holdout_split(labels: np.ndarray, *, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified two-way split: ``(kept, held_out)`` index arrays, ``fraction`` held out."""
+    """Stratified two-way split: ``(kept, held_out)`` index arrays, ``fraction`` held out.
+
+    Raises :class:`EmptySplitError` when either side comes out empty.
+    """
     y = np.asarray(labels)
     if y.ndim != 2 or len(y) < 2:
         raise ShapeError(f"labels must be a 2-D binary matrix with at least 2 rows, got shape {y.shape}")
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
-    return _one_cut(y, fraction, seed)
+    kept, held = _one_cut(y, fraction, seed)
+    _check_nonempty({"kept": kept, "held_out": held}, {"kept": (1 - fraction) * len(y), "held_out": fraction * len(y)})
+    return kept, held
 
 
 def stratified_split(labels: np.ndarray, *, fractions: Sequence[float] = (0.7, 0.15, 0.15),
@@ -49,7 +97,8 @@ def stratified_split(labels: np.ndarray, *, fractions: Sequence[float] = (0.7, 0
     """Split rows of a binary label matrix into train/val/test index arrays.
 
     Every row lands in exactly one part; label proportions are kept close to
-    the global ones in each part. Deterministic for ``seed``.
+    the global ones in each part. Deterministic for ``seed``. Raises
+    :class:`EmptySplitError` when a part comes out empty.
     """
     y = np.asarray(labels)
     if y.ndim != 2 or len(y) < 3:
@@ -57,7 +106,45 @@ def stratified_split(labels: np.ndarray, *, fractions: Sequence[float] = (0.7, 0
     f_train, f_val, f_test = _check_fractions(fractions)
     train, rest = _one_cut(y, 1.0 - f_train, seed)
     val_rel, test_rel = _one_cut(y[rest], f_test / (f_val + f_test), seed + 1)
-    return {"train": train, "val": rest[val_rel], "test": rest[test_rel]}
+    parts = {"train": train, "val": np.sort(rest[val_rel]), "test": np.sort(rest[test_rel])}
+    _check_nonempty(parts, {"train": f_train * len(y), "val": f_val * len(y), "test": f_test * len(y)})
+    return parts
+
+
+def fold_assignment(labels: np.ndarray, *, n_folds: int, seed: int = 0) -> np.ndarray:
+    """Fold id (0..n_folds-1) of every row: ``n_folds`` iteratively stratified, shuffled folds."""
+    y = np.asarray(labels)
+    if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
+        raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
+    if y.ndim != 2 or len(y) < n_folds:
+        raise ShapeError(f"{n_folds} folds need a 2-D label matrix with at least {n_folds} rows, got shape {y.shape}")
+    folds = np.full(len(y), -1, dtype=np.int64)
+    splitter = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (_, test) in enumerate(splitter.split(np.zeros((len(y), 1)), _strata(y))):
+        folds[test] = k
+    return folds
+
+
+def kfold_split(labels: np.ndarray, *, n_folds: int, fold: int, val_fraction: float = 0.15,
+                seed: int = 0) -> dict[str, np.ndarray]:
+    """Cross-validation split ``fold`` of ``n_folds``: test = that fold, val = a stratified share of the rest.
+
+    Over ``fold = 0..n_folds-1`` the test parts are disjoint and cover every
+    row exactly once (same ``seed``). Raises :class:`EmptySplitError` when a
+    part comes out empty.
+    """
+    if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < n_folds:
+        raise ValueError(f"fold must be an integer in 0..{n_folds - 1}, got {fold!r}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    y = np.asarray(labels)
+    folds = fold_assignment(y, n_folds=n_folds, seed=seed)
+    test, rest = np.flatnonzero(folds == fold), np.flatnonzero(folds != fold)
+    kept, held = _one_cut(y[rest], val_fraction, seed + 1)
+    parts = {"train": rest[kept], "val": rest[held], "test": test}
+    _check_nonempty(parts, {"train": (1 - val_fraction) * len(rest), "val": val_fraction * len(rest),
+                            "test": len(y) / n_folds})
+    return parts
 
 
 def repeated_splits(labels: np.ndarray, *, n_repeats: int = 10, seed: int = 0,
