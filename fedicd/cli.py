@@ -245,6 +245,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _release_out(args: argparse.Namespace) -> None:
+    """A command that failed before writing anything leaves no folder behind."""
+    from fedicd.output_dir import release_unused_output_dir
+
+    if getattr(args, "out", None) is not None:
+        try:
+            release_unused_output_dir(args.out)
+        except OSError:  # the folder is the user's to inspect; the error above is what matters
+            pass
+
+
 def _message(exc: BaseException) -> str:
     """One line for the user; an OS error raised below fedicd still names its file."""
     if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
@@ -263,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[args.command](args)
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"fedicd {args.command}: error: {_message(exc)}", file=sys.stderr)
+        _release_out(args)
         return 2
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fedicd.errors import OutputDirError
 
-__all__ = ["claim_output_dir", "check_writable_location", "MARKER"]
+__all__ = ["claim_output_dir", "check_writable_location", "release_unused_output_dir", "MARKER"]
 
 MARKER = ".fedicd"
 # files written by fedicd before the marker existed: a folder holding one of them is fedicd's
@@ -42,9 +42,15 @@ def _probe_write(directory: Path) -> None:
 
 
 def check_writable_location(path: str | Path, *, option: str = "--out") -> Path:
-    """Make sure ``path`` is, or can become, a folder this process can write to; return it absolute."""
+    """Make sure ``path`` is, or can become, a folder this process can write to; return it absolute.
+
+    The folders it had to create are remembered (:func:`release_unused_output_dir` removes them again
+    when the command fails before writing anything).
+    """
     path = Path(path).expanduser().absolute()
     existing = _first_existing(path)
+    if existing != path and existing.is_dir():
+        _CREATED[path] = path.relative_to(existing).parts[0]
     if not existing.is_dir():
         what = "is a regular file" if existing.is_file() else "is not a folder"
         where = f"{option} {path}" if existing == path else f"{option} {path}: {existing}"
@@ -56,6 +62,30 @@ def check_writable_location(path: str | Path, *, option: str = "--out") -> Path:
         reason = exc.strerror or type(exc).__name__
         raise OutputDirError(f"cannot write to {option} {path}: {reason}; choose a writable folder") from None
     return path
+
+
+_CREATED: dict[Path, str] = {}
+
+
+def release_unused_output_dir(path: str | Path) -> None:
+    """After a failed command: remove the marker, and the folders this process created, if nothing else was
+    written there (a refused command leaves no trace; a failed run keeps its files for --resume and inspection)."""
+    path = Path(path).absolute()
+    if not path.is_dir() or any(name != MARKER for name in _entries(path)):
+        return
+    (path / MARKER).unlink(missing_ok=True)
+    top = _CREATED.pop(path, None)
+    if top is None:
+        return
+    root = path
+    while root.name != top:
+        root = root.parent
+    for folder in (path, *path.parents):
+        if any(folder.iterdir()):
+            break
+        folder.rmdir()
+        if folder == root:
+            break
 
 
 def _entries(path: Path) -> list[str]:

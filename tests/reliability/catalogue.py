@@ -1,0 +1,178 @@
+"""The bad-input and fault catalogue's parts: a case, the groups, and workspace builders.
+
+Each :class:`Case` runs the ``fedicd`` command line in a fresh folder (``ws``)
+and states the exit status and the words the user must see. Every case also
+checks, without saying so, that no Python traceback reaches the user and,
+for a refused command, that nothing was written or changed: every file present
+before the command is byte-identical afterwards and no result file appeared.
+
+A case that needs a whole federated simulation, or a process to be killed,
+names the test that covers it (``covered_by``) instead of an ``argv``; the
+catalogue test checks that this test exists.
+
+The cases are listed in :mod:`tests.reliability.cases`;
+``python -m tests.reliability.render --write docs/reliability.md`` regenerates
+the documentation page from them (a test fails when it is stale).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[2]
+DOC = REPO / "docs" / "reliability.md"
+DEMO = REPO / "fedicd" / "resources" / "demo.toml"
+
+GROUPS = {
+    "lost": "Earlier results are never lost",
+    "wrong": "No exit 0 with a wrong result",
+    "trace": "No traceback",
+    "message": "A message that names the problem",
+    "corpus": "Small and unusual corpora",
+    "process": "Processes and output",
+    "config": "Config errors (worked before; kept from regressing)",
+    "data": "Data errors (worked before; kept from regressing)",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the catalogue.
+
+    ``argv`` builds the command line inside the workspace ``ws`` (after
+    ``setup`` prepared it); ``shows`` are substrings that must appear in what
+    the command printed (stdout + stderr); ``exit`` is its status.
+    ``patch`` names a fault injected in-process (see ``PATCHES`` in the test).
+    """
+
+    id: str
+    group: str
+    does: str
+    shows: tuple[str, ...] = ()
+    exit: int = 2
+    argv: Callable[[Path], list[str]] | None = None
+    setup: Callable[[Path], None] | None = None
+    check: Callable[[Path, str], None] | None = None
+    patch: str | None = None
+    covered_by: str | None = None
+    needs: str | None = None  # "minilm" or "codiesp"
+
+
+# ------------------------------------------------------------------ workspace builders
+TINY = {"n_notes": 60, "n_codes": 20, "min_train_count": 2}
+
+
+def toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+# embeddings are shared across cases (and sessions: the cache verifies what it serves)
+SHARED_CACHE = Path(tempfile.gettempdir()) / "fedicd-catalogue-cache"
+
+
+def write_config(ws: Path, name: str = "cfg.toml", *, cache: Path | None = None, **sections) -> Path:
+    """A TOML file from ``section={key: value}`` keyword tables (``top={...}`` for top-level keys)."""
+    lines = [f"{k} = {toml_value(v)}" for k, v in sections.pop("top", {}).items()]
+    lines.append(f'cache_dir = "{cache or SHARED_CACHE}"')
+    for section, table in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
+    path = ws / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def tiny_central(ws: Path, **extra) -> Path:
+    sections = {"data": {"source": "synthetic", **TINY}, "embedding": {"max_tokens": 128},
+                "train": {"epochs": 2}}
+    for section, table in extra.items():
+        sections[section] = {**sections.get(section, {}), **table}
+    return write_config(ws, **sections)
+
+
+def tiny_federated(ws: Path, **extra) -> Path:
+    sections = {"train": {"mode": "federated"}, "partition": {"n_clients": 3},
+                "federated": {"rounds": 2}}
+    for section, table in extra.items():
+        sections[section] = {**sections.get(section, {}), **table}
+    return tiny_central(ws, **sections)
+
+
+def tabular(ws: Path, rows: list[dict], name: str = "notes.csv", **data) -> Path:
+    """A CSV (columns from the first row) and a central config that loads it."""
+    import csv
+
+    path = ws / name
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["text", "codes"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return write_config(ws, data={"source": "tabular", "path": str(path), **data},
+                        embedding={"max_tokens": 128}, train={"epochs": 2})
+
+
+def header_only(ws: Path) -> Path:
+    (ws / "notes.csv").write_text("text,codes\n")
+    return write_config(ws, data={"source": "tabular", "path": str(ws / "notes.csv")})
+
+
+def put(rel: str, content: str = "x") -> Callable[[Path], None]:
+    """A setup that leaves an earlier file at ``ws/rel``."""
+    def setup(ws: Path) -> None:
+        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ws / rel).write_text(content)
+    return setup
+
+
+def finished_central_run(ws: Path) -> None:
+    """A finished central run in ``ws/out`` (copied from the session's shared run)."""
+    from tests.reliability.shared_runs import central_run
+
+    shutil.copytree(central_run(), ws / "out")
+
+
+def cfg(ws: Path) -> str:
+    return str(ws / "cfg.toml")
+
+
+def run(*sets: str, verb: str = "run", out: str = "out") -> Callable[[Path], list[str]]:
+    """``fedicd VERB ws/cfg.toml --out ws/OUT --set ...`` (the config is written by the case's setup)."""
+    def argv(ws: Path) -> list[str]:
+        return [verb, cfg(ws), "--out", str(ws / out), *sum((["--set", s] for s in sets), [])]
+    return argv
+
+
+def with_config(builder: Callable[..., Path], then: Callable[[Path], None] | None = None,
+                **extra) -> Callable[[Path], None]:
+    def setup(ws: Path) -> None:
+        builder(ws, **extra)
+        if then is not None:
+            then(ws)
+    return setup
+
+
+def gz_garbage(ws: Path) -> Path:
+    (ws / "notes.csv.gz").write_bytes(b"\x1f\x8b\x08\x00garbage-not-gzip")
+    return write_config(ws, data={"source": "tabular", "path": str(ws / "notes.csv.gz")})
+
+
+def jsonl_bad(ws: Path) -> Path:
+    (ws / "notes.jsonl").write_text('{"text": "a", "codes": ["I10"]}\n{"text": oops}\n')
+    return write_config(ws, data={"source": "tabular", "path": str(ws / "notes.jsonl")})
+
+
+def ROWS(n: int = 30, **over) -> list[dict]:
+    codes = ["I10", "E11.9", "J18.9", "N18.3"]
+    return [{"text": f"Patient {i} seen for follow up of chronic conditions.", "codes": codes[i % 4],
+             **{k: (v(i) if callable(v) else v) for k, v in over.items()}} for i in range(n)]
