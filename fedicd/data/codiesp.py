@@ -7,7 +7,8 @@ Layout (``root`` = the folder holding ``train/ dev/ test/ background/``)::
     {split}/{split}D.tsv                case <TAB> ICD-10-CM code (lower case)
     {split}/{split}P.tsv                case <TAB> ICD-10-PCS code
 
-Codes are normalised to upper case. The official split maps ``dev`` to
+Codes are normalised to upper case (counted in the load summary's
+``codes_normalised``, with examples in ``codes_normalised_examples``). The official split maps ``dev`` to
 fedicd's ``val``. Reference figures for the gold standard v4: 1,000 coded
 cases, 2,557 distinct diagnosis codes.
 
@@ -21,8 +22,8 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from fedicd.data.codes import format_code, is_valid_code
-from fedicd.data.notes import CodedNotes, LoadSummary, unique_codes
+from fedicd.data.codes import CodeNormaliser, is_valid_code
+from fedicd.data.notes import CodedNotes, LoadSummary, check_kept, unique_codes
 from fedicd.errors import DataFormatError
 
 __all__ = ["load_codiesp", "load_codiesp_background", "CODIESP_SPLITS"]
@@ -40,8 +41,8 @@ def _check_choice(name: str, value: str, allowed) -> None:
         raise ValueError(f"{name} must be one of {sorted(allowed)}, got {value!r}")
 
 
-def _read_codes(path: Path, kind: str) -> dict[str, list[str]]:
-    """Case id → codes (file order), validated; errors name the file and row."""
+def _read_codes(path: Path, normaliser: CodeNormaliser) -> dict[str, list[str]]:
+    """Case id → codes (file order), validated and normalised; errors name the file and row."""
     if not path.exists():
         raise FileNotFoundError(f"CodiEsp code file not found: {path}")
     out: dict[str, list[str]] = {}
@@ -51,7 +52,7 @@ def _read_codes(path: Path, kind: str) -> dict[str, list[str]]:
                 continue
             if len(row) < 2:
                 raise DataFormatError(f"expected 'case<TAB>code', got {row!r}", source=str(path), row=row_no)
-            code = format_code(row[1], 10, kind)
+            code, kind = normaliser(row[1]), normaliser.kind
             if not is_valid_code(code, 10, kind):
                 raise DataFormatError(f"malformed ICD-10 {kind} code {row[1]!r}", source=str(path), row=row_no)
             out.setdefault(row[0].strip(), []).append(code)
@@ -94,11 +95,12 @@ def load_codiesp(root: str | Path, *, language: Literal["en", "es"] = "en",
     root = Path(root)
     summary = LoadSummary(source=f"codiesp({root}, language={language}, codes={codes})")
     ids, texts, code_col, splits = [], [], [], []
+    normalisers = {suffix: CodeNormaliser(10, _KINDS[suffix]) for suffix in _CODE_FILES[codes]}
     for split, fed_split in CODIESP_SPLITS.items():
         d = _split_dir(root, split)
         case_codes: dict[str, list[str]] = {}
         for suffix in _CODE_FILES[codes]:
-            for case, cs in _read_codes(d / f"{split}{suffix}.tsv", _KINDS[suffix]).items():
+            for case, cs in _read_codes(d / f"{split}{suffix}.tsv", normalisers[suffix]).items():
                 case_codes.setdefault(case, []).extend(cs)
         text_dir = d / _TEXT_DIRS[language]
         files = sorted(text_dir.glob("*.txt"))
@@ -121,6 +123,9 @@ def load_codiesp(root: str | Path, *, language: Literal["en", "es"] = "en",
             texts.append(text)
             code_col.append(unique_codes(case_codes[f.stem]))
             splits.append(fed_split)
+    for normaliser in normalisers.values():
+        normaliser.report(summary.info)
+    check_kept(len(ids), summary, what="cases")
     log.info("loaded CodiEsp: %d cases", len(ids))
     return CodedNotes(ids=ids, texts=texts, codes=code_col, icd_version=[10] * len(ids),
                       splits=splits, summary=summary)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from fedicd.data.codes import resolve_label_kind
 from fedicd.errors import ConfigError
 
 __all__ = ["DataConfig", "SOURCES", "SPLITS"]
@@ -23,6 +24,16 @@ class DataConfig:
     (mimic; the split file's split column is ``split_column``, default
     ``"split"``), the ``*_column`` options (tabular), ``n_notes``/``n_sites``/
     ``n_codes`` (synthetic).
+
+    Labels: ``label_kind`` is ``"icd10"`` (default), ``"icd9"`` or ``"free"``.
+    ICD codes are validated and put in canonical form (rewrites are counted in
+    the load summary); ``"free"`` labels (a severity, a specialty; tabular and
+    saved-notes sources only) are kept as written, and roll-up
+    (``granularity`` other than ``"full"``) is refused for them.
+    ``icd_version`` (9 or 10) is the older way to say ``"icd9"``/``"icd10"``:
+    left unset it follows ``label_kind``, set alone it decides it, set with a
+    contradicting ``label_kind`` it is refused. Both are resolved here, so the
+    saved config names the label kind (``icd_version`` None for free labels).
 
     Label rules: ``min_per_client × n_clients`` is the paper's rule, applied to
     the whole corpus before splitting as in the paper (0 disables it);
@@ -45,7 +56,8 @@ class DataConfig:
     language: str = "en"
     codes: str = "diagnosis"
     hosp_path: str | None = None
-    icd_version: int = 10
+    icd_version: int | None = None
+    label_kind: str | None = None
     include_procedures: bool = False
     split_file: str | None = None
     split_id_column: str = "note_id"
@@ -74,6 +86,7 @@ class DataConfig:
         _choice("data.source", self.source, SOURCES)
         _choice("data.split", self.split, SPLITS)
         _choice("data.granularity", self.granularity, ("full", "category", "chapter"))
+        _check_labels(self)
         if self.source != "synthetic" and not self.path:
             raise ConfigError(f"data.path is required for data.source = {self.source!r}")
         if self.min_per_client < 0 or self.n_clients < 1 or self.min_train_count < 1:
@@ -104,6 +117,25 @@ def _check_folds(cfg: DataConfig) -> None:
         raise ConfigError(f"data.fold must be an integer in 0..{n_folds - 1} (data.n_folds = {n_folds}), got {fold!r}")
     object.__setattr__(cfg, "n_folds", n_folds)
     object.__setattr__(cfg, "fold", fold)
+
+
+_ICD10_ONLY = {"synthetic": "synthetic notes are", "codiesp": "CodiEsp is"}
+
+
+def _check_labels(cfg: DataConfig) -> None:
+    """Resolve ``label_kind``/``icd_version`` (see the class docstring) and refuse what a source cannot give."""
+    kind, version = resolve_label_kind(cfg.label_kind, cfg.icd_version, prefix="data.")
+    object.__setattr__(cfg, "label_kind", kind)
+    object.__setattr__(cfg, "icd_version", None if kind == "free" else version)
+    if kind == "free" and cfg.source not in ("tabular", "notes"):
+        raise ConfigError(f"data.label_kind = 'free' applies to data.source 'tabular' or 'notes'; "
+                          f"data.source = {cfg.source!r} is ICD-coded (use 'icd10' or 'icd9')")
+    if kind == "icd9" and cfg.source in _ICD10_ONLY:
+        raise ConfigError(f"data.label_kind = 'icd9' (or data.icd_version = 9) does not fit data.source = "
+                          f"{cfg.source!r}: {_ICD10_ONLY[cfg.source]} coded in ICD-10")
+    if kind == "free" and cfg.granularity != "full":
+        raise ConfigError(f"data.granularity = {cfg.granularity!r} rolls ICD codes up to categories/chapters; "
+                          "with data.label_kind = 'free' only 'full' is allowed")
 
 
 def _choice(name: str, value: Any, allowed: Sequence[Any]) -> None:

@@ -6,7 +6,7 @@ code. :func:`filter_rare_codes` applies that rule and counts what it removed.
 Like the paper, it counts codes over the whole corpus before any split: which
 codes are frequent is decided with test notes included (no note's own labels
 reach training, but the label space is not train-only). ``min_train_count``
-in :class:`fedicd.config.DataConfig` is the train-only alternative.
+in :class:`fedicd.data.config.DataConfig` is the train-only alternative.
 The :class:`~sklearn.preprocessing.MultiLabelBinarizer` is fitted on the
 training notes only and saved beside the model.
 """
@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.preprocessing import MultiLabelBinarizer
 
 from fedicd.data.notes import CodedNotes
+from fedicd.errors import ConfigError
 
 __all__ = ["filter_rare_codes", "roll_up", "roll_up_notes", "fit_binarizer", "transform_codes", "save_binarizer",
            "load_binarizer", "Granularity"]
@@ -75,10 +76,14 @@ def roll_up(code: str, version: int, granularity: Granularity) -> str:
 
     Chapters are named ``chapter-<id>``: the ICD-10-CM chapter number
     (``chapter-9`` for circulatory) or the ICD-9-CM chapter range
-    (``chapter-390-459``).
+    (``chapter-390-459``). Only ICD codes (``version`` 9 or 10) roll up: any
+    other version (0, free labels) raises :class:`ConfigError`.
     """
     if granularity == "full":
         return code
+    if version not in (9, 10):
+        raise ConfigError(f"granularity {granularity!r} rolls ICD-9/10 codes up; label {code!r} has "
+                          f"icd_version {version!r} (not an ICD code); use granularity 'full'")
     if granularity == "category":
         return code.split(".")[0]
     if granularity == "chapter":
@@ -87,7 +92,15 @@ def roll_up(code: str, version: int, granularity: Granularity) -> str:
 
 
 def roll_up_notes(notes: CodedNotes, granularity: Granularity) -> CodedNotes:
-    """A copy of ``notes`` whose codes are rolled up to ``granularity`` (duplicates merged)."""
+    """A copy of ``notes`` whose codes are rolled up to ``granularity`` (duplicates merged).
+
+    Free labels (``notes.label_kind == "free"``) have no ICD hierarchy: any
+    granularity but ``"full"`` raises :class:`ConfigError`.
+    """
+    if notes.label_kind == "free" and granularity != "full":
+        raise ConfigError(f"data.granularity = {granularity!r} rolls ICD codes up to categories/chapters, but "
+                          f"the notes from {notes.summary.source} carry free labels (label_kind = 'free'); "
+                          "use data.granularity = 'full'")
     out = notes.subset(range(len(notes)))
     cache: dict[tuple[str, int], str] = {}
     rolled = []

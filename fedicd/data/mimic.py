@@ -22,7 +22,11 @@ at least ``min_per_client * n_clients`` notes (10 x 20 = 200).
 Every note not kept is counted in ``summary.dropped`` under one reason, checked
 in this order: ``empty_text``, ``null_hadm_id``, ``no_codes`` (admission absent
 from the code tables), ``other_icd_version`` (admission has codes, none of
-``icd_version``), ``not_in_split_file``, then ``no_codes_after_filter``.
+``icd_version``), ``not_in_split_file``, then ``no_codes_after_filter``; when
+no note is left the loader raises :class:`DataFormatError` with these counts.
+Codes stored without their decimal point are rewritten to canonical form and
+counted in ``summary.info["codes_normalised"]`` (rows), with up to 20
+``codes_normalised_examples``.
 
 Privacy
 -------
@@ -46,9 +50,9 @@ from fedicd.data._io import (
     read_split_file,
     require_columns,
 )
-from fedicd.data.codes import CodeKind, format_code, is_valid_code
+from fedicd.data.codes import CodeKind, CodeNormaliser, is_valid_code
 from fedicd.data.labels import filter_rare_codes
-from fedicd.data.notes import CodedNotes, LoadSummary, unique_codes
+from fedicd.data.notes import CodedNotes, LoadSummary, check_kept, unique_codes
 from fedicd.errors import ConfigError, DataFormatError
 
 __all__ = ["MimicConfig", "load_mimic", "NOTE_FILE", "DIAGNOSES_FILE", "PROCEDURES_FILE"]
@@ -145,11 +149,15 @@ def _locate(root: Path, relative: Path) -> Path:
 
 def _canonical_codes(frame: pd.DataFrame, path: Path, cfg: MimicConfig, kind: CodeKind,
                      info: dict) -> pd.Series:
-    """Canonical code per row (NaN where malformed and ``on_invalid_code='drop'``)."""
-    mapping = {}
-    for raw in frame["icd_code"].unique():
-        code = format_code(raw, cfg.icd_version, kind)
+    """Canonical code per row (NaN where malformed and ``on_invalid_code='drop'``).
+
+    Rewrites (``4280`` → ``428.0``) are counted per row in ``info["codes_normalised"]``.
+    """
+    normaliser, mapping = CodeNormaliser(cfg.icd_version, kind), {}
+    for raw, count in frame["icd_code"].value_counts(sort=False).items():
+        code = normaliser(raw, occurrences=int(count))
         mapping[raw] = code if is_valid_code(code, cfg.icd_version, kind) else None
+    normaliser.report(info)
     canonical = frame["icd_code"].map(mapping)
     bad = canonical.isna()
     if bad.any() and cfg.on_invalid_code == "error":
@@ -304,7 +312,7 @@ def load_mimic(note_root: str | Path, hosp_root: str | Path | None = None, *,
         A table lacks a column the loader reads.
     DataFormatError
         Unreadable gzip/CSV, malformed code, empty or duplicate ``note_id``,
-        or a bad split file; the message names file and row.
+        a bad split file (the message names file and row), or no note kept.
     """
     cfg = _config(config, options)
     note_path = _locate(Path(note_root), NOTE_FILE)
@@ -322,5 +330,6 @@ def load_mimic(note_root: str | Path, hosp_root: str | Path | None = None, *,
                        splits=kept["splits"] if cfg.split_file is not None else None, summary=summary)
     if cfg.min_code_count > 0:
         notes = filter_rare_codes(notes, min_count=cfg.min_code_count)
+    check_kept(len(notes), notes.summary, what="notes")
     logger.info("%s", summary.describe())
     return notes

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from fedicd.data.notes import CodedNotes
+from fedicd.errors import ConfigError
 
 if TYPE_CHECKING:
     from fedicd.data.config import DataConfig
@@ -21,7 +23,10 @@ def synthetic_corpus(cfg: "DataConfig", seed: int):
 
 
 def _synthetic(cfg: "DataConfig", seed: int) -> CodedNotes:
-    return synthetic_corpus(cfg, seed).notes
+    notes = synthetic_corpus(cfg, seed).notes
+    if notes.attributes is None and notes.sites is not None:  # the site is the corpus's one natural attribute
+        notes = dataclasses.replace(notes, attributes={"site": list(notes.sites)})
+    return notes
 
 
 def _codiesp(cfg: "DataConfig", seed: int) -> CodedNotes:
@@ -44,11 +49,25 @@ def _tabular(cfg: "DataConfig", seed: int) -> CodedNotes:
 
     return load_tabular(cfg.path, text_column=cfg.text_column, codes_column=cfg.codes_column,
                         codes_delimiter=cfg.codes_delimiter, id_column=cfg.id_column, site_column=cfg.site_column,
-                        split_column=cfg.split_column, icd_version=cfg.icd_version)
+                        split_column=cfg.split_column, label_kind=cfg.label_kind)
 
 
 def _saved(cfg: "DataConfig", seed: int) -> CodedNotes:
-    return CodedNotes.load(cfg.path)
+    notes = CodedNotes.load(cfg.path)
+    _check_saved_kind(notes, cfg)
+    return notes
+
+
+def _check_saved_kind(notes: CodedNotes, cfg: "DataConfig") -> None:
+    """Refuse saved notes whose labels are not the kind ``data.label_kind`` names."""
+    if notes.label_kind == "free":
+        found = "free labels (label_kind = 'free')"
+    else:
+        found = " and ".join(f"ICD-{v} codes" for v in sorted(set(notes.icd_version)))
+    wanted = {"free": {0}, "icd9": {9}, "icd10": {10}}[cfg.label_kind]
+    if len(notes) and set(notes.icd_version) != wanted:
+        raise ConfigError(f"notes file {cfg.path} holds {found} but data.label_kind = {cfg.label_kind!r}; "
+                          "set data.label_kind to the kind of the saved labels")
 
 
 _LOADERS = {"synthetic": _synthetic, "codiesp": _codiesp, "mimic": _mimic, "tabular": _tabular, "notes": _saved}
@@ -58,7 +77,9 @@ def load_notes(cfg: "DataConfig", *, seed: int = 0) -> CodedNotes:
     """Load the notes ``cfg`` names (no label filtering or splitting yet).
 
     The paper's global frequency rule is applied later, in one place for every
-    source (:func:`fedicd.experiment.prepare_data`).
+    source (:func:`fedicd.experiment.prepare_data`). Tabular sources get
+    ``data.label_kind``; saved notes (``"notes"``) must hold labels of that
+    kind. Synthetic notes carry their site as the attribute ``"site"``.
     """
     if cfg.source not in _LOADERS:
         raise ValueError(f"unknown data source {cfg.source!r}; choose one of {sorted(_LOADERS)}")

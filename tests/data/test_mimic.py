@@ -99,9 +99,10 @@ def test_label_rule_keeps_codes_with_min_per_client_times_n_clients_notes(mimic_
 
 def test_default_label_rule_is_200_notes(mimic_root):
     assert MimicConfig().min_code_count == 200
-    notes = load_mimic(mimic_root, icd_version=10)
-    assert len(notes) == 0
-    assert notes.summary.dropped["no_codes_after_filter"] == 3
+    # every note falls to the rule: an error with the counts, not an empty corpus that fails later
+    with pytest.raises(DataFormatError, match=r"discharge\.csv\.gz: all 8 notes were dropped \(empty_text=1, "
+                       r"no_codes=1, no_codes_after_filter=3, null_hadm_id=1, other_icd_version=2\); nothing to load"):
+        load_mimic(mimic_root, icd_version=10)
 
 
 def test_config_object_equals_keywords(mimic_root):

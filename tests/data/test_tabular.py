@@ -159,7 +159,7 @@ def test_corrupt_gzip_names_the_file(tmp_path, filename):
 
 
 @pytest.mark.parametrize("options, fragment", [
-    ({"icd_version": 11}, "icd_version=11"), ({"code_kind": "drug"}, "code_kind='drug'"),
+    ({"icd_version": 11}, "icd_version must be 9 or 10, got 11"), ({"code_kind": "drug"}, "code_kind='drug'"),
     ({"on_empty_text": "skip"}, "on_empty_text"), ({"codes_delimiter": ""}, "codes_delimiter"),
 ])
 def test_options_are_checked(table_writer, options, fragment):
