@@ -9,7 +9,7 @@ for what every case checks besides its own words.
 from __future__ import annotations
 
 from tests.reliability.catalogue import (
-    ROWS, Case, finished_central_run, gz_garbage, header_only, jsonl_bad, put, run, tabular, tiny_central,
+    ROWS, Case, corpus_config, finished_central_run, gz_garbage, header_only, jsonl_bad, put, run, tabular, tiny_central,
     tiny_federated, with_config, write_config,
 )
 
@@ -73,6 +73,21 @@ MESSAGE = [
          ("federated.rounds must be an integer, got 'ten' (a string)",), setup=F, argv=run("federated.rounds=ten")),
     Case("header-only-csv", "message", "a CSV with a header and no rows", ("notes.csv", "no rows"),
          setup=header_only, argv=run(verb="prepare")),
+    Case("all-empty-text-csv", "message", "a CSV whose every text is empty",
+         ("all 3 rows were dropped (empty_text=3)", "nothing to load"),
+         setup=lambda ws: tabular(ws, ROWS(3, text=" ")), argv=run(verb="prepare")),
+]
+
+CORPUS = [
+    Case("codes-normalised-listed", "corpus", "codes written `R201` and `k80.2` (normalised silently before)",
+         ("codes_normalised=2", "R201->R20.1", "k80.2->K80.2"), exit=0,
+         setup=lambda ws: tabular(ws, ROWS(2, codes=lambda i: ["R201", "k80.2"][i])), argv=run(verb="prepare")),
+    Case("free-labels-load", "corpus", "a severity column as labels (`data.label_kind = \"free\"`)",
+         ("label_kind=free",), exit=0, setup=lambda ws: corpus_config(ws, "free"), argv=run(verb="prepare")),
+    Case("free-labels-refuse-rollup", "corpus", "free labels with `data.granularity = \"category\"`",
+         ("granularity",), setup=lambda ws: corpus_config(ws, "free"), argv=run('data.granularity="category"')),
+    Case("site-corpus-loads", "corpus", "40 multi-line reports, 13 sites, spaced column names",
+         ("read 40",), exit=0, setup=lambda ws: corpus_config(ws, "site"), argv=run(verb="prepare")),
 ]
 
 CONFIG = [
@@ -178,4 +193,4 @@ DATA = [
          argv=run(verb="prepare")),
 ]
 
-CASES: list[Case] = [*LOST, *WRONG, *TRACE, *MESSAGE, *CONFIG, *DATA]
+CASES: list[Case] = [*LOST, *WRONG, *TRACE, *MESSAGE, *CORPUS, *CONFIG, *DATA]

@@ -122,6 +122,20 @@ def tabular(ws: Path, rows: list[dict], name: str = "notes.csv", **data) -> Path
                         embedding={"max_tokens": 128}, train={"epochs": 2})
 
 
+def corpus_config(ws: Path, kind: str, **sections) -> Path:
+    """A config over one of tests/corpora.py's user corpora (``kind``: ``"site"`` or ``"free"``)."""
+    from tests.corpora import FREE_CORPUS, SITE_CORPUS, write_free_label_corpus, write_small_site_corpus
+
+    write, data = ((write_small_site_corpus, SITE_CORPUS) if kind == "site" else
+                   (write_free_label_corpus, FREE_CORPUS))
+    path = write(ws / "corpus")
+    base = {"data": {**data, "path": str(path), **sections.pop("data", {})}, "embedding": {"max_tokens": 128},
+            "train": {"epochs": 3}}
+    for section, table in sections.items():
+        base[section] = {**base.get(section, {}), **table}
+    return write_config(ws, **base)
+
+
 def header_only(ws: Path) -> Path:
     (ws / "notes.csv").write_text("text,codes\n")
     return write_config(ws, data={"source": "tabular", "path": str(ws / "notes.csv")})
