@@ -8,13 +8,17 @@ For small corpora, :func:`kfold_split` gives fold ``k`` of ``n_folds``
 stratified folds as the test set and a stratified share of the rest as val.
 
 Iterative stratification keeps label proportions, not part sizes: on a small
-corpus a part can come out smaller than ``fraction × N`` (a 40-note corpus cut
-70/15/15 can give 36/2/2), or empty. An empty part raises
-:class:`EmptySplitError`, never an empty array that fails later.
+corpus with rare codes a part can come out smaller than ``fraction × N`` (a
+40-note corpus cut 70/15/15 can give 36/2/2), or empty. When it leaves a part
+empty although ``round(fraction × N) >= 1``, that cut is redrawn at random
+(unstratified) with a WARNING; a part that is still empty (``fraction × N``
+rounds to 0) raises :class:`EmptySplitError`, never an empty array that fails
+later.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 import numpy as np
@@ -23,6 +27,8 @@ from sklearn.preprocessing import MultiLabelBinarizer
 
 from fedicd.data.notes import CodedNotes
 from fedicd.errors import ShapeError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["stratified_split", "repeated_splits", "with_splits", "holdout_split", "kfold_split", "fold_assignment",
            "EmptySplitError"]
@@ -37,15 +43,15 @@ class EmptySplitError(ValueError):
         The empty part (``"train"``, ``"val"``, ``"test"``, ``"kept"``, ``"held_out"``).
     sizes:
         Notes per part of the split that was attempted.
-    expected:
-        ``fraction × N``, the size the part was meant to have.
+    total, fraction:
+        The part was meant to get ``fraction`` of ``total`` notes.
     """
 
-    def __init__(self, part: str, sizes: dict[str, int], expected: float):
+    def __init__(self, part: str, sizes: dict[str, int], total: int, fraction: float):
         shown = "/".join(sizes) + " = " + "/".join(str(v) for v in sizes.values())
-        super().__init__(f"the {part} split is empty ({shown} of {sum(sizes.values())} notes; "
-                         f"{expected:.2f} expected in {part})")
-        self.part, self.sizes, self.expected = part, dict(sizes), float(expected)
+        super().__init__(f"the {part} split is empty ({shown} of {sum(sizes.values())} notes; {total} notes × "
+                         f"{fraction:g} = {total * fraction:.2f} expected in {part})")
+        self.part, self.sizes, self.total, self.fraction = part, dict(sizes), int(total), float(fraction)
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
@@ -64,17 +70,26 @@ def _strata(y: np.ndarray) -> np.ndarray:
 
 
 def _one_cut(y: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified ``(kept, cut)``; a random cut of ``round(test_size · N)`` rows when stratification leaves a side
+    empty although that size is possible (codes too rare to stratify), with a WARNING."""
     if len(y) < 2:  # nothing to cut: everything stays on the kept side
         return np.arange(len(y)), np.empty(0, dtype=np.int64)
     splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
     keep, cut = next(splitter.split(np.zeros((len(y), 1)), _strata(y)))
+    n_cut = int(round(test_size * len(y)))
+    if (len(cut) == 0 or len(keep) == 0) and 1 <= n_cut < len(y):
+        log.warning("iterative stratification left one side of a %d-note cut empty (the codes are too rare to "
+                    "stratify): cut it at random instead, %d / %d notes", len(y), len(y) - n_cut, n_cut)
+        order = np.random.default_rng(seed).permutation(len(y))
+        keep, cut = order[n_cut:], order[:n_cut]
     return np.sort(keep), np.sort(cut)
 
 
-def _check_nonempty(parts: dict[str, np.ndarray], expected: dict[str, float]) -> None:
+def _check_nonempty(parts: dict[str, np.ndarray], expected: dict[str, tuple[int, float]]) -> None:
+    """Raise :class:`EmptySplitError` for the first empty part (``expected``: part → (total, fraction))."""
     for name, idx in parts.items():
         if len(idx) == 0:
-            raise EmptySplitError(name, {k: len(v) for k, v in parts.items()}, expected[name])
+            raise EmptySplitError(name, {k: len(v) for k, v in parts.items()}, *expected[name])
 
 
 def holdout_split(labels: np.ndarray, *, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +103,7 @@ def holdout_split(labels: np.ndarray, *, fraction: float, seed: int = 0) -> tupl
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
     kept, held = _one_cut(y, fraction, seed)
-    _check_nonempty({"kept": kept, "held_out": held}, {"kept": (1 - fraction) * len(y), "held_out": fraction * len(y)})
+    _check_nonempty({"kept": kept, "held_out": held}, {"kept": (len(y), 1 - fraction), "held_out": (len(y), fraction)})
     return kept, held
 
 
@@ -107,7 +122,7 @@ def stratified_split(labels: np.ndarray, *, fractions: Sequence[float] = (0.7, 0
     train, rest = _one_cut(y, 1.0 - f_train, seed)
     val_rel, test_rel = _one_cut(y[rest], f_test / (f_val + f_test), seed + 1)
     parts = {"train": train, "val": np.sort(rest[val_rel]), "test": np.sort(rest[test_rel])}
-    _check_nonempty(parts, {"train": f_train * len(y), "val": f_val * len(y), "test": f_test * len(y)})
+    _check_nonempty(parts, {"train": (len(y), f_train), "val": (len(y), f_val), "test": (len(y), f_test)})
     return parts
 
 
@@ -142,8 +157,8 @@ def kfold_split(labels: np.ndarray, *, n_folds: int, fold: int, val_fraction: fl
     test, rest = np.flatnonzero(folds == fold), np.flatnonzero(folds != fold)
     kept, held = _one_cut(y[rest], val_fraction, seed + 1)
     parts = {"train": rest[kept], "val": rest[held], "test": test}
-    _check_nonempty(parts, {"train": (1 - val_fraction) * len(rest), "val": val_fraction * len(rest),
-                            "test": len(y) / n_folds})
+    _check_nonempty(parts, {"train": (len(rest), 1 - val_fraction), "val": (len(rest), val_fraction),
+                            "test": (len(y), 1 / n_folds)})
     return parts
 
 

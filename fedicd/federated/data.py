@@ -1,10 +1,13 @@
 """Stage an experiment's data for federated training, and load a client's share of it.
 
 :func:`stage_data` runs once, on the coordinator: notes → labels/split →
-embeddings (cached) → scaler fitted on the training notes → partition of the
-training notes (and an IID or per-site split of the validation notes, for
-client-side evaluation). It writes ``data/features.npz`` and
-``partition.json`` under the run directory. Clients read only their rows
+partition of the training notes, with ``partition.min_per_client`` /
+``drop_infeasible`` applied (:mod:`fedicd.partition.rules`, as in ``fedicd
+partition``) → the validation notes each client evaluates on
+(``partition.client_validation``, :mod:`fedicd.partition.validation`) →
+embeddings (cached) → scaler fitted on the training notes. It writes
+``data/features.npz``, ``partition.json``, ``partition_val.json`` and
+``labels.json`` (the label space) under the run directory. Clients read only their rows
 (:func:`load_client_data`); no data travels in messages.
 
 Privacy
@@ -18,17 +21,23 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from fedicd.config import ExperimentConfig
+from fedicd.data.labels import save_binarizer
+from fedicd.errors import ConfigError
 from fedicd.experiment import PreparedData, embed_parts, prepare_data
-from fedicd.partition import Partition, iid_partition, natural_partition, partition_stats, read_manifest, write_manifest
-from fedicd.partition.config import make_partition
+from fedicd.partition import Partition, partition_stats, read_manifest, write_manifest
+from fedicd.partition.rules import check_client_counts, plan_partition
+from fedicd.partition.validation import validation_partition
 
 __all__ = ["stage_data", "stage_arrays", "load_client_data", "load_server_data", "ClientData", "StagedInfo"]
+
+log = logging.getLogger(__name__)
 
 FEATURES = "data/features.npz"
 MANIFEST = "partition.json"
@@ -47,43 +56,70 @@ class ClientData:
 
 @dataclass
 class StagedInfo:
+    """What staging produced.
+
+    ``partition_info`` holds the feasibility summary (``"feasibility"``, with
+    the dropped codes) and the client-validation summary
+    (``"client_validation"``); the feasibility summary is also in
+    ``data.label_info["partition_feasibility"]``.
+    """
+
     n_clients: int
     input_dim: int
     n_labels: int
     data: PreparedData
     embed_info: dict
     partition: Partition
+    partition_info: dict = field(default_factory=dict)
 
 
-def _val_partition(cfg: ExperimentConfig, data: PreparedData, n_clients: int, names: list[str]) -> Partition:
+def _check_before_loading(cfg: ExperimentConfig) -> None:
+    """Refusals that need no data: client counts of the label rule, client evaluation without client data."""
+    check_client_counts(cfg)
+    if cfg.partition.client_validation == "none" and cfg.federated.fraction_evaluate > 0:
+        raise ConfigError(f"partition.client_validation = 'none' gives the clients no validation notes, but "
+                          f"federated.fraction_evaluate = {cfg.federated.fraction_evaluate} asks clients to "
+                          "evaluate: set federated.fraction_evaluate = 0 (the server still validates on the whole "
+                          "validation split)")
+
+
+def _val_partition(cfg: ExperimentConfig, data: PreparedData, partition: Partition) -> tuple[Partition, dict]:
     val = data.parts["val"]
-    if cfg.partition.scheme == "natural" and data.notes.sites is not None:
-        part = natural_partition([()] * len(val), sites=[data.notes.sites[i] for i in val])
-        if part.names != names:
-            raise ValueError(f"validation notes cover sites {part.names}, training notes {names}")
-        return part
-    return iid_partition([()] * len(val), n_clients, seed=cfg.seed + 1)
+    sites = [data.notes.sites[i] for i in val] if data.notes.sites is not None else None
+    part, info = validation_partition(len(val), partition, mode=cfg.partition.client_validation,
+                                      seed=cfg.seed + 1, sites=sites)
+    if info["clients_without_validation"] and cfg.federated.fraction_evaluate > 0:
+        log.warning("%d of %d clients hold no validation notes (partition.client_validation = %r) and will not "
+                    "evaluate: %s", len(info["clients_without_validation"]), partition.n_clients,
+                    cfg.partition.client_validation, info["clients_without_validation"])
+    return part, info
 
 
 def stage_data(cfg: ExperimentConfig, run_dir: str | Path) -> StagedInfo:
-    """Prepare features and partitions for ``cfg`` under ``run_dir`` (see module docstring)."""
-    data = prepare_data(cfg)
+    """Prepare features and partitions for ``cfg`` under ``run_dir`` (see module docstring).
+
+    Every refusal (label rules, splits, client counts, ``partition.min_per_client``,
+    client validation) comes before the notes are embedded.
+    """
+    _check_before_loading(cfg)
+    plan = plan_partition(cfg, prepare_data(cfg), strict=True)
+    data, partition = plan.data, plan.partition
+    val_part, val_info = _val_partition(cfg, data, partition)
     feats, embed_info, _ = embed_parts(data, cfg)
-    label_set = set(data.binarizer.classes_)
     train = data.parts["train"]
-    labels = [tuple(c for c in data.notes.codes[i] if c in label_set) for i in train]
-    sites = [data.notes.sites[i] for i in train] if data.notes.sites is not None else None
-    partition = make_partition(cfg.partition, labels, seed=cfg.seed, sites=sites)
-    val_part = _val_partition(cfg, data, partition.n_clients, partition.names)
-    stage_arrays(run_dir, feats, data.labels, partition, val_part, note_ids=[data.notes.ids[i] for i in train],
-                 stats=partition_stats(labels, partition).to_dict())
+    partition_info = {"feasibility": plan.feasibility.summary, "client_validation": val_info}
+    stage_arrays(run_dir, feats, data.labels, val_partition=val_part, partition=partition,
+                 note_ids=[data.notes.ids[i] for i in train], stats=partition_stats(plan.labels, partition).to_dict(),
+                 extra={"feasibility": plan.feasibility.report, "client_validation": val_info})
+    save_binarizer(data.binarizer, Path(run_dir) / "labels.json")
     return StagedInfo(n_clients=partition.n_clients, input_dim=feats["train"].shape[1],
-                      n_labels=data.labels["train"].shape[1], data=data, embed_info=embed_info, partition=partition)
+                      n_labels=data.labels["train"].shape[1], data=data, embed_info=embed_info, partition=partition,
+                      partition_info=partition_info)
 
 
 def stage_arrays(run_dir: str | Path, features: dict[str, np.ndarray], labels: dict[str, np.ndarray],
                  partition: Partition, val_partition: Partition, *, note_ids: list[str] | None = None,
-                 stats: dict | None = None) -> None:
+                 stats: dict | None = None, extra: dict | None = None) -> None:
     """Write precomputed train/val/test features and labels plus the client partitions under ``run_dir``.
 
     The entry point for vectors made elsewhere (any encoder, or random vectors
@@ -100,7 +136,7 @@ def stage_arrays(run_dir: str | Path, features: dict[str, np.ndarray], labels: d
     np.savez(run_dir / FEATURES, **{f"x_{p}": features[p] for p in ("train", "val", "test")},
              **{f"y_{p}": labels[p] for p in ("train", "val", "test")})
     write_manifest(partition, run_dir / MANIFEST, n_notes=len(features["train"]), note_ids=note_ids,
-                   extra={"stats": stats or {}})
+                   extra={"stats": stats or {}, **(extra or {})})
     write_manifest(val_partition, run_dir / VAL_MANIFEST, n_notes=len(features["val"]))
 
 

@@ -4,7 +4,11 @@ Schemes (registry names): ``iid``, ``dirichlet`` (multi-label mixture or
 primary-label label skew), ``quantity`` (size skew), ``natural`` (one client
 per site). Each takes the notes' code lists and returns a :class:`Partition`;
 :func:`partition_stats`, :func:`check_feasibility` and the manifest helpers
-work on any of them.
+work on any of them. :func:`validation_partition` shares the validation notes
+among the clients (``partition.client_validation``); the rules that
+``fedicd partition`` and a federated ``fedicd run`` both apply live in
+:mod:`fedicd.partition.rules` (not imported here: it needs the experiment's
+data preparation).
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from fedicd.partition.manifest import read_manifest, write_manifest
 from fedicd.partition.natural import natural_partition
 from fedicd.partition.quantity import quantity_partition
 from fedicd.partition.stats import PartitionStats, partition_stats, plot_heatmap
+from fedicd.partition.validation import CLIENT_VALIDATION, validation_partition
 
 __all__ = ["Partition", "PartitionError", "PARTITIONERS", "get_partitioner", "iid_partition",
            "dirichlet_partition", "quantity_partition", "natural_partition", "partition_stats", "PartitionStats",
            "plot_heatmap", "check_feasibility", "drop_infeasible_codes", "FeasibilityReport", "write_manifest",
-           "read_manifest"]
+           "read_manifest", "validation_partition", "CLIENT_VALIDATION"]
 
 PARTITIONERS: dict[str, Callable[..., Partition]] = {
     "iid": iid_partition,

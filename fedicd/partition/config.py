@@ -11,6 +11,7 @@ from fedicd.partition.dirichlet import SCHEMES, dirichlet_partition
 from fedicd.partition.iid import iid_partition
 from fedicd.partition.natural import natural_partition
 from fedicd.partition.quantity import DISTRIBUTIONS, quantity_partition
+from fedicd.partition.validation import CLIENT_VALIDATION
 
 __all__ = ["PartitionConfig", "make_partition"]
 
@@ -26,7 +27,16 @@ class PartitionConfig:
     (``distribution`` dirichlet with ``beta`` or lognormal with ``sigma``) |
     ``natural`` (one client per site; ``n_clients`` is then ignored).
     ``min_per_client`` > 0 checks the paper's rule (every code has that many
-    notes on every client); ``drop_infeasible`` removes the codes that break it.
+    notes on every client), in ``fedicd partition`` and in a federated
+    ``fedicd run``; ``drop_infeasible`` removes the codes that break it from the
+    label space (see :mod:`fedicd.partition.rules`).
+
+    ``client_validation``: which validation notes each client evaluates on
+    (see :mod:`fedicd.partition.validation`): ``"auto"`` (per site where a site
+    has validation notes, for ``natural``; IID otherwise), ``"per_site"``
+    (``natural`` only; every training site must have validation notes),
+    ``"iid"`` (validation notes shared at random) or ``"none"`` (server-side
+    validation only). The server always holds the whole validation split.
     """
 
     scheme: str = "iid"
@@ -42,11 +52,13 @@ class PartitionConfig:
     unlabelled: str = "error"
     min_per_client: int = 0
     drop_infeasible: bool = False
+    client_validation: str = "auto"
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("scheme", self.scheme, _KINDS), ("dirichlet_scheme", self.dirichlet_scheme,
                                      SCHEMES), ("distribution", self.distribution, DISTRIBUTIONS),
-                                     ("unlabelled", self.unlabelled, ("error", "uniform"))):
+                                     ("unlabelled", self.unlabelled, ("error", "uniform")),
+                                     ("client_validation", self.client_validation, CLIENT_VALIDATION)):
             if value not in allowed:
                 raise ConfigError(f"partition.{name} must be one of {list(allowed)}, got {value!r}")
         if self.n_clients < 1 or self.min_partition_size < 0 or self.min_per_client < 0:
@@ -54,6 +66,12 @@ class PartitionConfig:
                               f"{self.n_clients}, {self.min_partition_size}, {self.min_per_client}")
         if self.balance != 0 and self.balance < 1:
             raise ConfigError(f"partition.balance must be 0 (off) or >= 1, got {self.balance}")
+        if self.drop_infeasible and self.min_per_client == 0:
+            raise ConfigError("partition.drop_infeasible = true drops the codes that break partition.min_per_client; "
+                              "set partition.min_per_client >= 1 too (it is 0)")
+        if self.client_validation == "per_site" and self.scheme != "natural":
+            raise ConfigError(f"partition.client_validation = 'per_site' needs partition.scheme = 'natural' (one "
+                              f"client per site), got {self.scheme!r}; use 'auto', 'iid' or 'none'")
 
 
 def make_partition(cfg: PartitionConfig, labels: Codes, *, seed: int, sites: Sequence[str] | None = None) -> Partition:
