@@ -220,3 +220,24 @@ class TestWithMiniLM:
         result = embed_texts(SHORT, CPU, cache_dir=tmp_path, progress=False)
 
         assert (result.n_cached, result.n_chunks) == (0, 3)
+
+    def test_overwritten_cache_row_is_reembedded_not_served(self, tmp_path: Path) -> None:
+        texts = SHORT + [LONG]
+        first = embed_texts(texts, CPU, cache_dir=tmp_path, progress=False)
+        (npy,) = tmp_path.glob("*/shard-*.npy")
+        rows = np.load(npy, mmap_mode="r+")
+        rows[1] = rows[2]  # a plausible vector, in the wrong place
+        rows.flush()
+        del rows
+
+        second = embed_texts(texts, CPU, cache_dir=tmp_path, progress=False)
+
+        assert (second.n_cached, second.n_reembedded, second.n_corrupt) == (3, 1, 1)
+        np.testing.assert_allclose(second.vectors, first.vectors, atol=1e-6)
+        assert str(npy) in second.cache_problems[0]
+
+    def test_english_notes_pass_the_language_check(self) -> None:
+        result = embed_texts([LONG], CPU, progress=False)
+
+        check = result.summary()["language_check"]
+        assert (check["model_language"], check["language_source"], check["status"]) == ("en", "registry", "ok")

@@ -1,15 +1,23 @@
-"""On-disk cache of note vectors, keyed by settings and text hash.
+"""On-disk cache of note vectors, keyed by settings and text hash, checked on every read.
 
 Layout::
 
     cache_dir/<settings-hash>/meta.json            settings that produced the vectors
     cache_dir/<settings-hash>/shard-<id>.npy       float32 [n, dim]
-    cache_dir/<settings-hash>/shard-<id>.keys.json {"keys": [sha256(text)...], "n_chunks": [...]}
+    cache_dir/<settings-hash>/shard-<id>.keys.json keys, chunk counts and one checksum per row
 
 Shards are append-only. Each file is written to a temporary name, synced and
 renamed, and the ``.keys.json`` file is written last, so it marks a complete
 shard: a crash mid-write leaves at most an orphan ``.npy`` that is ignored.
 Vectors read back are bit-identical to those written.
+
+Integrity: every row carries a blake2b checksum over its key, chunk count and
+vector (:mod:`fedicd.embedding.cache_shards`), checked before the vector is
+served. A row that fails is discarded (its key nulled in the index) and its
+note re-embedded; a shard whose files are unreadable, truncated or garbled is
+removed and its notes re-embedded; a shard written without checksums by an
+older fedicd is unverifiable and treated the same way. Each case logs a
+WARNING naming the file, and lands in :attr:`EmbeddingCache.problems`.
 
 Privacy
 -------
@@ -23,20 +31,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fedicd.errors import DataFormatError, ShapeError
+from fedicd.embedding.cache_shards import ShardError, ShardRecord, open_vectors, row_digest, write_atomic, write_shard
+from fedicd.errors import ConfigError, ShapeError
 
-__all__ = ["EmbeddingCache", "settings_hash", "text_key"]
+__all__ = ["CORRUPT", "UNVERIFIED", "EmbeddingCache", "settings_hash", "text_key"]
 
 logger = logging.getLogger(__name__)
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 1  # part of the settings hash: bumping it orphans every cache silently, so the shard
+# format (cache_shards.SHARD_FORMAT) is versioned inside each record instead.
+CORRUPT, UNVERIFIED = "corrupt", "unverified"  # why a cached vector was discarded
 
 
 def text_key(text: str) -> str:
@@ -50,58 +60,116 @@ def settings_hash(settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    from io import BytesIO
-
-    buffer = BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
 class EmbeddingCache:
-    """Append-only vector store for one combination of model and settings.
+    """Append-only, checksummed vector store for one combination of model and settings.
 
     Parameters
     ----------
     root:
-        Cache directory shared by all settings.
+        Cache directory shared by all settings (created if missing).
     settings:
         JSON-serialisable settings; their hash names the subdirectory.
+
+    Attributes
+    ----------
+    discarded:
+        Text key -> ``"corrupt"`` or ``"unverified"`` for every cached vector this
+        object refused to serve; the caller re-embeds those texts.
+    problems:
+        One line per cache file discarded or repaired, naming it (also logged as WARNING).
+
+    Raises
+    ------
+    ConfigError
+        ``root`` cannot be created (a file is in the way, or no permission).
     """
 
     def __init__(self, root: str | Path, settings: Mapping[str, Any]) -> None:
         self.settings = dict(settings)
         self.key = settings_hash(self.settings)
         self.path = Path(root).expanduser() / self.key
-        self.path.mkdir(parents=True, exist_ok=True)
-        meta = self.path / "meta.json"
-        if not meta.exists():
-            _write_atomic(meta, json.dumps({"settings_hash": self.key, "settings": self.settings},
-                                           indent=2, sort_keys=True).encode())
-        self._index: dict[str, tuple[str, int, int]] = {}
-        for keys_file in sorted(self.path.glob("shard-*.keys.json")):
-            self._read_keys(keys_file)
-
-    def _read_keys(self, keys_file: Path) -> None:
-        shard = keys_file.name.removesuffix(".keys.json")
         try:
-            record = json.loads(keys_file.read_text(encoding="utf-8"))
-            keys, counts = record["keys"], record["n_chunks"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise DataFormatError(f"corrupt cache shard index: {err}", source=str(keys_file)) from err
-        if not (self.path / f"{shard}.npy").is_file() or len(keys) != len(counts):
-            raise DataFormatError("cache shard index without matching vectors", source=str(keys_file))
-        for row, (key, count) in enumerate(zip(keys, counts, strict=True)):
-            self._index.setdefault(key, (shard, row, int(count)))
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"cache_dir={str(root)!r}: cannot create {self.path} ({err.strerror or err}); "
+                              "set cache_dir to a writable directory") from err
+        self._index: dict[str, tuple[str, int, int]] = {}  # text key -> (shard, row, chunks)
+        self._records: dict[str, ShardRecord] = {}
+        self.discarded: dict[str, str] = {}
+        self.problems: list[str] = []
+        self._writable = self._write_meta()
+        legacy: list[tuple[str, ShardRecord]] = []
+        for keys_file in sorted(self.path.glob("shard-*.keys.json")):
+            self._load_shard(keys_file.name.removesuffix(".keys.json"), legacy)
+        if legacy:
+            self._discard_legacy(legacy)
+
+    def _write_meta(self) -> bool:
+        """Write ``meta.json`` unless a valid one exists; False when the directory is read-only."""
+        meta = self.path / "meta.json"
+        try:
+            if json.loads(meta.read_text(encoding="utf-8")).get("settings_hash") == self.key:
+                return True
+        except (OSError, ValueError, AttributeError):
+            pass  # missing or garbled: (re)write it
+        try:
+            write_atomic(meta, json.dumps({"settings_hash": self.key, "settings": self.settings},
+                                          indent=2, sort_keys=True).encode())
+        except OSError as err:
+            self._warn(f"embedding cache {self.path} is not writable ({err.strerror or err}); cached vectors "
+                       "are read, but new ones are not stored")
+            return False
+        return True
+
+    def _load_shard(self, shard: str, legacy: list[tuple[str, ShardRecord]]) -> None:
+        record = None
+        try:
+            record = ShardRecord.read(self.path / f"{shard}.keys.json")
+            if record.row_digests is None:
+                legacy.append((shard, record))
+                return
+            open_vectors(self.path / f"{shard}.npy", record)
+        except ShardError as err:
+            self._discard_shard(shard, str(err), record)
+            return
+        self._records[shard] = record
+        for row, (key, count) in enumerate(zip(record.keys, record.n_chunks, strict=True)):
+            if key is not None:
+                self._index.setdefault(key, (shard, row, count))
+
+    def _warn(self, message: str) -> None:
+        logger.warning("%s", message)
+        self.problems.append(message)
+
+    def _discard_shard(self, shard: str, reason: str, record: ShardRecord | None) -> None:
+        keys = [k for k in record.keys if k is not None] if record is not None else []
+        count = f"{len(keys)} vectors" if record is not None else "its vectors"
+        self._warn(f"embedding cache file {reason}; removing cache shard {shard} and re-embedding {count}")
+        self._forget(keys, CORRUPT)
+        self._remove(shard)
+
+    def _discard_legacy(self, legacy: list[tuple[str, ShardRecord]]) -> None:
+        keys = [k for _, record in legacy for k in record.keys if k is not None]
+        self._warn(f"embedding cache {self.path}: {len(legacy)} shard(s) holding {len(keys)} vectors were written "
+                   "without checksums by an older fedicd and cannot be verified; re-embedding those notes and "
+                   "removing the old shards")
+        self._forget(keys, UNVERIFIED)
+        for shard, _ in legacy:
+            self._remove(shard)
+
+    def _forget(self, keys: Sequence[str], why: str) -> None:
+        for key in keys:
+            self._index.pop(key, None)
+            self.discarded.setdefault(key, why)
+
+    def _remove(self, shard: str) -> None:
+        self._records.pop(shard, None)
+        try:  # the index first: without it the vectors file is an ignored orphan
+            (self.path / f"{shard}.keys.json").unlink(missing_ok=True)
+            (self.path / f"{shard}.npy").unlink(missing_ok=True)
+        except OSError as err:
+            self._warn(f"could not remove {self.path / shard}.npy ({err.strerror or err}); "
+                       f"delete {self.path} by hand")
 
     def __contains__(self, key: str) -> bool:
         return key in self._index
@@ -109,34 +177,79 @@ class EmbeddingCache:
     def __len__(self) -> int:
         return len(self._index)
 
-    def get(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Vectors and chunk counts of cached ``keys`` (all must be present), in order."""
-        by_shard: dict[str, list[tuple[int, int]]] = {}
-        for pos, key in enumerate(keys):
-            shard, row, _ = self._index[key]
-            by_shard.setdefault(shard, []).append((pos, row))
-        counts = np.array([self._index[key][2] for key in keys], dtype=np.int64)
-        vectors: np.ndarray | None = None
-        for shard, pairs in by_shard.items():
-            data = np.load(self.path / f"{shard}.npy", mmap_mode="r", allow_pickle=False)
-            if vectors is None:
-                vectors = np.empty((len(keys), data.shape[1]), dtype=np.float32)
-            positions, rows = (np.array(column) for column in zip(*pairs, strict=True))
-            vectors[positions] = data[rows]
-        return (vectors if vectors is not None else np.empty((0, 0), np.float32)), counts
+    def lookup(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, int]]:
+        """Verified vectors and chunk counts of the cached ``keys`` (others are left out).
+
+        Each row's checksum is checked before it is returned; rows that fail,
+        and rows of a shard that became unreadable, are discarded and recorded
+        in :attr:`discarded`, so the caller re-embeds them.
+        """
+        by_shard: dict[str, list[tuple[str, int]]] = {}
+        for key in dict.fromkeys(keys):
+            if key in self._index:
+                shard, row, _ = self._index[key]
+                by_shard.setdefault(shard, []).append((key, row))
+        hits: dict[str, tuple[np.ndarray, int]] = {}
+        for shard, items in by_shard.items():
+            hits.update(self._read_verified(shard, items))
+        return hits
+
+    def _read_verified(self, shard: str, items: list[tuple[str, int]]) -> dict[str, tuple[np.ndarray, int]]:
+        record = self._records[shard]
+        try:
+            data = open_vectors(self.path / f"{shard}.npy", record)
+        except ShardError as err:
+            self._discard_shard(shard, str(err), record)
+            return {}
+        rows = np.array([row for _, row in items], dtype=np.int64)
+        block = np.array(data[rows], dtype=np.float32)  # a copy: the mapping is closed below
+        del data
+        good, bad = {}, []
+        for (key, row), vector in zip(items, block, strict=True):
+            if row_digest(key, record.n_chunks[row], vector) == record.row_digests[row]:
+                good[key] = (vector, record.n_chunks[row])
+            else:
+                bad.append(row)
+        if bad:
+            self._drop_rows(shard, record, bad)
+        return good
+
+    def _drop_rows(self, shard: str, record: ShardRecord, rows: list[int]) -> None:
+        self._warn(f"embedding cache file {self.path / shard}.npy: {len(rows)} of {len(record.keys)} stored "
+                   "vectors fail their checksum (the file changed after it was written); discarding them and "
+                   "re-embedding those notes")
+        self._forget([record.keys[r] for r in rows if record.keys[r] is not None], CORRUPT)
+        for row in rows:
+            record.keys[row] = None
+        if all(key is None for key in record.keys):
+            self._remove(shard)
+            return
+        try:
+            write_atomic(self.path / f"{shard}.keys.json", record.to_json())
+        except OSError as err:
+            self._warn(f"could not update {self.path / shard}.keys.json ({err.strerror or err}); the bad rows "
+                       f"will be detected again; delete {self.path} to rebuild the cache")
 
     def add(self, keys: Sequence[str], vectors: np.ndarray, n_chunks: Sequence[int]) -> None:
-        """Append one shard; keys already cached are skipped."""
+        """Append one shard; keys already cached are skipped.
+
+        A write that fails (disk full, read-only directory) logs one WARNING and
+        turns caching off for this object; the vectors themselves are unaffected.
+        """
         if len(keys) != len(vectors) or len(keys) != len(n_chunks) or vectors.ndim != 2:
             raise ShapeError(f"{len(keys)} keys, vectors {vectors.shape} and {len(n_chunks)} chunk counts differ")
         fresh = [i for i, key in enumerate(keys) if key not in self._index]
-        if not fresh:
+        if not fresh or not self._writable:
             return
-        new_keys = [keys[i] for i in fresh]
-        shard = "shard-" + hashlib.sha256("\n".join(new_keys).encode()).hexdigest()[:16]
-        counts = [int(n_chunks[i]) for i in fresh]
-        _write_atomic(self.path / f"{shard}.npy", _npy_bytes(np.ascontiguousarray(vectors[fresh], np.float32)))
-        _write_atomic(self.path / f"{shard}.keys.json", json.dumps({"keys": new_keys, "n_chunks": counts}).encode())
-        for row, (key, count) in enumerate(zip(new_keys, counts, strict=True)):
+        try:
+            shard, record = write_shard(self.path, [keys[i] for i in fresh], vectors[fresh],
+                                        [n_chunks[i] for i in fresh])
+        except OSError as err:
+            self._writable = False
+            self._warn(f"cannot write to embedding cache {self.path} ({err.strerror or err}); continuing "
+                       "without caching: this run's vectors are correct but will not be reused")
+            return
+        self._records[shard] = record
+        for row, (key, count) in enumerate(zip(record.keys, record.n_chunks, strict=True)):
             self._index[key] = (shard, row, count)
-        logger.debug("cached %d vectors in %s/%s", len(new_keys), self.path, shard)
+        logger.debug("cached %d vectors in %s/%s", len(fresh), self.path, shard)

@@ -7,7 +7,7 @@ typo in a TOML file fails in milliseconds rather than after a model download.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -27,6 +27,7 @@ BACKENDS = ("auto", "sentence-transformers", "transformers")
 POOLINGS = ("mean", "cls", "last")
 CHUNK_POOLINGS = ("mean", "max", "first")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+_LANGUAGE_PATTERN = re.compile(r"^([a-z]{2,3}(-[a-z0-9]{2,8})?|multilingual)$")
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -82,6 +83,12 @@ class EmbedConfig:
         Hub revision (branch, tag or commit) of ``model``.
     local_files_only:
         Never download; the default. Set ``False`` to allow a hub download.
+    model_language:
+        Language the encoder was trained on: an ISO 639 code (``"en"``, ``"es"``...)
+        or ``"multilingual"``. ``None`` (default) looks it up from the model name,
+        the registry in :mod:`fedicd.embedding.models` and the model card. Texts
+        are checked for English when it is ``"en"`` or unknown (see
+        :mod:`fedicd.embedding.language`); ``"multilingual"`` skips the check.
     """
 
     model: str = DEFAULT_MODEL
@@ -97,6 +104,7 @@ class EmbedConfig:
     half_precision: bool = True
     revision: str | None = None
     local_files_only: bool = True
+    model_language: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -118,6 +126,11 @@ class EmbedConfig:
             raise ConfigError(f"device={self.device!r} is not supported; allowed values: auto, cpu, cuda, cuda:N, mps")
         if self.revision is not None and not (isinstance(self.revision, str) and self.revision):
             raise ConfigError(f"revision={self.revision!r} must be a non-empty string or None")
+        if self.model_language is not None and not (
+            isinstance(self.model_language, str) and _LANGUAGE_PATTERN.match(self.model_language)
+        ):
+            raise ConfigError(f"model_language={self.model_language!r} is not supported; allowed values: "
+                              "an ISO 639 code in lower case such as 'en' or 'es', 'multilingual', or unset")
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict of every field, for saving beside results."""
@@ -143,6 +156,19 @@ class EmbeddingResult:
         Model name as configured (the alias resolves to its hub id).
     dim:
         Vector dimension.
+    n_reembedded:
+        Texts whose cached vector was discarded and embedded again: it failed
+        its checksum, its cache file was unreadable, or it was written by an
+        older fedicd without checksums (unverifiable).
+    n_corrupt:
+        The part of ``n_reembedded`` that failed a checksum or came from an
+        unreadable cache file (not counting unverifiable old entries).
+    cache_problems:
+        One line per cache file discarded or repaired by this call, naming it.
+    language_check:
+        Outcome of :func:`fedicd.embedding.language.check_language`: the
+        encoder's language and, when checked, the share of English marker
+        words in a sample of the texts and whether a warning was logged.
 
     Privacy
     -------
@@ -156,6 +182,10 @@ class EmbeddingResult:
     n_cached: int
     model_id: str
     dim: int
+    n_reembedded: int = 0
+    n_corrupt: int = 0
+    cache_problems: tuple[str, ...] = ()
+    language_check: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.vectors.ndim != 2 or self.vectors.shape[1] != self.dim:
@@ -172,4 +202,8 @@ class EmbeddingResult:
             "n_chunked": self.n_chunked,
             "n_chunks": self.n_chunks,
             "n_cached": self.n_cached,
+            "n_reembedded": self.n_reembedded,
+            "n_corrupt": self.n_corrupt,
+            "cache_problems": list(self.cache_problems),
+            "language_check": dict(self.language_check),
         }

@@ -16,7 +16,15 @@ from pathlib import Path
 from fedicd.embedding.config import DEFAULT_MODEL, EmbedConfig
 from fedicd.errors import ConfigError
 
-__all__ = ["canonical_model_id", "model_fingerprint", "resolve_backend", "resolve_model_dir"]
+__all__ = [
+    "MODEL_LANGUAGES",
+    "MULTILINGUAL_MARKERS",
+    "canonical_model_id",
+    "model_fingerprint",
+    "model_language",
+    "resolve_backend",
+    "resolve_model_dir",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -109,3 +117,80 @@ def model_fingerprint(model_dir: Path) -> str:
 def _skipped(path: Path, root: Path) -> bool:
     parts = path.relative_to(root).parts
     return any(part.startswith(".") for part in parts) or path.suffix == ".md"
+
+
+# ---------------------------------------------------------------- the language an encoder was trained on
+
+MULTILINGUAL = "multilingual"
+UNKNOWN_LANGUAGE = "unknown"
+# Case-insensitive substrings of a model id or path that mark a multilingual encoder.
+MULTILINGUAL_MARKERS = ("multilingual", "labse", "bge-m3", "qwen", "xlm-roberta", "jina-embeddings-v3")
+# Hub id -> language (ISO 639-1 code, or "multilingual"); consulted before the model card.
+MODEL_LANGUAGES: dict[str, str] = {
+    "sentence-transformers/all-MiniLM-L6-v2": "en",
+    "sentence-transformers/all-MiniLM-L12-v2": "en",
+    "sentence-transformers/all-mpnet-base-v2": "en",
+    "BAAI/bge-small-en-v1.5": "en",
+    "BAAI/bge-base-en-v1.5": "en",
+    "BAAI/bge-large-en-v1.5": "en",
+    "intfloat/e5-base-v2": "en",
+    "NeuML/pubmedbert-base-embeddings": "en",
+    "emilyalsentzer/Bio_ClinicalBERT": "en",
+    "sentence-transformers/LaBSE": MULTILINGUAL,
+    "BAAI/bge-m3": MULTILINGUAL,
+    "Qwen/Qwen3-Embedding-0.6B": MULTILINGUAL,
+}
+
+
+def model_language(config: EmbedConfig) -> tuple[str, str]:
+    """Language the encoder was trained on, and where that was read.
+
+    Looked up in order: ``config.model_language``; a multilingual marker in the
+    model name (:data:`MULTILINGUAL_MARKERS`); :data:`MODEL_LANGUAGES`; the
+    ``language:`` field of the model card (``README.md``) in the model directory.
+
+    Returns
+    -------
+    (language, source)
+        ``language`` is an ISO 639 code such as ``"en"``, ``"multilingual"`` or
+        ``"unknown"``; ``source`` is ``"config"``, ``"name"``, ``"registry"``,
+        ``"model card"`` or ``"none"``.
+    """
+    if config.model_language is not None:
+        return config.model_language, "config"
+    model_id = canonical_model_id(config.model)
+    if any(marker in model_id.lower() for marker in MULTILINGUAL_MARKERS):
+        return MULTILINGUAL, "name"
+    if model_id in MODEL_LANGUAGES:
+        return MODEL_LANGUAGES[model_id], "registry"
+    try:
+        card = _card_languages(resolve_model_dir(config) / "README.md")
+    except (OSError, ValueError):  # not on disk: the encoder load reports that, not the language check
+        card = []
+    if card:
+        return (card[0] if len(card) == 1 else MULTILINGUAL), "model card"
+    return UNKNOWN_LANGUAGE, "none"
+
+
+def _card_languages(readme: Path) -> list[str]:
+    """Values of ``language:`` in a model card's YAML front matter (``[]`` when absent)."""
+    if not readme.is_file():
+        return []
+    lines = readme.read_text(encoding="utf-8", errors="replace").splitlines()
+    if not lines or lines[0].strip() != "---":
+        return []
+    front = lines[1:]
+    front = front[: next((i for i, line in enumerate(front) if line.strip() == "---"), len(front))]
+    for index, line in enumerate(front):
+        if not line.startswith("language:"):
+            continue
+        value = line.removeprefix("language:").strip()
+        if value:  # language: en   or   language: [en, es]
+            return [v.strip(" '\"").lower() for v in value.strip("[]").split(",") if v.strip(" '\"")]
+        items = []  # a YAML list on the following lines
+        for item in front[index + 1 :]:
+            if not item.lstrip().startswith("- "):
+                break
+            items.append(item.strip()[2:].strip(" '\"").lower())
+        return items
+    return []

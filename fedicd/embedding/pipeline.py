@@ -22,11 +22,18 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from fedicd.embedding.cache import EmbeddingCache, text_key
+from fedicd.embedding.cache import CORRUPT, EmbeddingCache, text_key
 from fedicd.embedding.chunking import chunk_spans, pool_chunks
 from fedicd.embedding.config import EmbedConfig, EmbeddingResult
 from fedicd.embedding.encoder import Encoder, load_encoder, resolve_dtype
-from fedicd.embedding.models import canonical_model_id, model_fingerprint, resolve_backend, resolve_model_dir
+from fedicd.embedding.language import check_language
+from fedicd.embedding.models import (
+    canonical_model_id,
+    model_fingerprint,
+    model_language,
+    resolve_backend,
+    resolve_model_dir,
+)
 from fedicd.errors import ConfigError, DataFormatError
 
 __all__ = ["cache_settings", "embed_texts"]
@@ -93,13 +100,18 @@ def _embed_block(
         start += len(lengths)
     if config.normalize:
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), np.float32(1e-12))
+    bad = int((~np.isfinite(vectors).all(axis=1)).sum())
+    if bad:  # never cache or return NaN/inf vectors (e.g. float16 overflow on a GPU)
+        raise RuntimeError(f"encoder {encoder.model_id} ({encoder.dtype}) returned non-finite vectors for {bad} of "
+                           f"{len(texts)} texts; set embedding.half_precision = false or use another model")
     return vectors, [len(s) for s in spans], len(chunks)
 
 
 def _log_summary(result: EmbeddingResult, config: EmbedConfig, window: int | None) -> None:
     n = len(result.vectors)
-    logger.info("embedded %d texts with %s: %d from cache, %d needed chunking, %d chunks embedded",
-                n, result.model_id, result.n_cached, result.n_chunked, result.n_chunks)
+    logger.info("embedded %d texts with %s: %d from cache, %d re-embedded after failing the cache check "
+                "(%d corrupt), %d needed chunking, %d chunks embedded", n, result.model_id, result.n_cached,
+                result.n_reembedded, result.n_corrupt, result.n_chunked, result.n_chunks)
     if config.chunk_pooling == "first" and result.n_chunked:
         logger.warning("chunk_pooling='first' is the truncation baseline: %d of %d texts were cut to their "
                        "first chunk (%s content tokens)", result.n_chunked, n, window or "max_tokens")
@@ -108,12 +120,16 @@ def _log_summary(result: EmbeddingResult, config: EmbedConfig, window: int | Non
 _Table = dict[str, tuple[np.ndarray, int]]  # text key -> (vector, chunks the text needed)
 
 
-def _from_cache(cache: EmbeddingCache | None, keys: list[str]) -> _Table:
-    hits = [k for k in keys if cache is not None and k in cache]
-    if not hits:
-        return {}
-    vectors, counts = cache.get(hits)
-    return {k: (vectors[i], int(counts[i])) for i, k in enumerate(hits)}
+def _load_to_fill(config: EmbedConfig, cache: EmbeddingCache | None, missing: dict[str, str]) -> Encoder:
+    """Load the encoder; if that fails while discarded cache entries wait to be re-embedded, say so."""
+    try:
+        return load_encoder(config)
+    except (OSError, ValueError) as err:
+        lost = [k for k in missing if cache is not None and k in cache.discarded]
+        if not lost:
+            raise
+        raise RuntimeError(f"{len(lost)} cached vectors in {cache.path} were discarded (see the warnings above) and "
+                           f"encoder {config.model!r} cannot be loaded to re-embed them: {err}") from err
 
 
 def _embed_missing(encoder: Encoder, texts: dict[str, str], config: EmbedConfig,
@@ -156,26 +172,48 @@ def embed_texts(texts: Sequence[str], config: EmbedConfig = EmbedConfig(), *,  #
     Returns
     -------
     EmbeddingResult
-        ``float32`` vectors in input order, plus chunking and cache counts.
+        ``float32`` vectors in input order, plus chunking and cache counts,
+        ``n_reembedded``/``n_corrupt`` (cached vectors that failed their check
+        and were embedded again) and ``language_check``.
+
+    Raises
+    ------
+    RuntimeError
+        Cached vectors were discarded and the encoder cannot be loaded to
+        re-embed them, or the encoder returned non-finite vectors.
     """
     texts = list(texts)
     _check_texts(texts)
     if encoder is not None and encoder.config != config:
         raise ConfigError("encoder was loaded with a different EmbedConfig than config; pass the same config")
+    model_id = canonical_model_id(config.model)
+    language, source = model_language(config)
+    checked = check_language(texts, model_id=model_id, language=language, source=source)
     keys = [text_key(t) for t in texts]
     by_key = dict(zip(keys, texts, strict=True))
     cache = EmbeddingCache(cache_dir, cache_settings(config)) if cache_dir is not None else None
-    found = _from_cache(cache, list(by_key))
+    found = cache.lookup(list(by_key)) if cache is not None else {}
     missing = {k: t for k, t in by_key.items() if k not in found}
     if encoder is None and (missing or not texts):
-        encoder = load_encoder(config)
+        encoder = _load_to_fill(config, cache, missing)
     embedded, n_chunks = _embed_missing(encoder, missing, config, cache, progress) if missing else ({}, 0)
-    table = found | embedded
     dim = encoder.dim if encoder is not None else len(next(iter(found.values()))[0])
-    result = EmbeddingResult(
-        vectors=np.stack([table[k][0] for k in keys]) if keys else np.empty((0, dim), np.float32),
-        n_chunked=sum(table[k][1] > 1 for k in keys), n_chunks=n_chunks,
-        n_cached=sum(k in found for k in keys), model_id=canonical_model_id(config.model), dim=dim,
-    )
+    result = _assemble(keys, found, embedded, cache, dim=dim, n_chunks=n_chunks, model_id=model_id)
+    result.language_check = checked
     _log_summary(result, config, encoder.window if encoder is not None else None)
     return result
+
+
+def _assemble(keys: list[str], found: _Table, embedded: _Table, cache: EmbeddingCache | None, *,
+              dim: int, n_chunks: int, model_id: str) -> EmbeddingResult:
+    """Vectors in input order, and the counts of what came from where."""
+    table = found | embedded
+    discarded = cache.discarded if cache is not None else {}
+    return EmbeddingResult(
+        vectors=np.stack([table[k][0] for k in keys]) if keys else np.empty((0, dim), np.float32),
+        n_chunked=sum(table[k][1] > 1 for k in keys), n_chunks=n_chunks,
+        n_cached=sum(k in found for k in keys), model_id=model_id, dim=dim,
+        n_reembedded=sum(k in embedded and k in discarded for k in keys),
+        n_corrupt=sum(k in embedded and discarded.get(k) == CORRUPT for k in keys),
+        cache_problems=tuple(cache.problems) if cache is not None else (),
+    )
