@@ -135,9 +135,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(format_table(results))
     emb = results["embedding"]
     print(f"embedding: {emb['model']} dim {emb['dim']}, {emb['n_chunked']} notes chunked, "
-          f"{emb['n_cached']} served from cache; total {results['seconds']['total']:.1f} s")
+          f"{emb['n_cached']} served from cache{_reembedded(emb)}; total {results['seconds']['total']:.1f} s")
     print(f"results: {Path(args.out) / 'results.json'}")
     return 0
+
+
+def _reembedded(emb: dict) -> str:
+    """``, N re-embedded after failing the cache check`` when the cache held bad vectors."""
+    n = emb.get("n_reembedded", 0)
+    return f", {n} re-embedded after failing the cache check" if n else ""
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
@@ -173,7 +179,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     np.save(args.out / "embeddings.npy", result.vectors)
     (args.out / "ids.json").write_text(json.dumps(notes.ids))
     print(f"{len(notes)} notes → {args.out / 'embeddings.npy'} {result.vectors.shape}; "
-          f"{result.n_chunked} chunked, {result.n_cached} from cache")
+          f"{result.n_chunked} chunked, {result.n_cached} from cache{_reembedded(result.summary())}")
     return 0
 
 

@@ -229,7 +229,9 @@ def embed_parts(data: PreparedData, cfg: ExperimentConfig) -> tuple[dict[str, np
     """Embed every note once (cached), then standardise with a train-fitted scaler."""
     result = embed_texts(data.notes.texts, cfg.embedding, cache_dir=cfg.cache_dir)
     info = {"model": result.model_id, "dim": result.dim, "n_chunked": result.n_chunked,
-            "n_chunks": result.n_chunks, "n_cached": result.n_cached}
+            "n_chunks": result.n_chunks, "n_cached": result.n_cached, "n_reembedded": result.n_reembedded,
+            "n_corrupt": result.n_corrupt, "cache_problems": list(result.cache_problems),
+            "language_check": dict(result.language_check)}
     data.notes.summary.info["notes_chunked"] = result.n_chunked
     scaler = StandardScaler().fit(result.vectors[data.parts["train"]])
     feats = {p: scaler.transform(result.vectors[idx]).astype(np.float32) for p, idx in data.parts.items()}

@@ -64,7 +64,8 @@ def test_scaler_is_fitted_on_training_vectors_only(tmp_path, monkeypatch):
     cfg = _cfg(_notes(tmp_path))
     data = prepare_data(cfg)
     vectors = np.arange(60 * 3, dtype=np.float32).reshape(60, 3) ** 1.5
-    fake = SimpleNamespace(vectors=vectors, model_id="fake", dim=3, n_chunked=0, n_chunks=60, n_cached=0)
+    fake = SimpleNamespace(vectors=vectors, model_id="fake", dim=3, n_chunked=0, n_chunks=60, n_cached=0,
+                           n_reembedded=0, n_corrupt=0, cache_problems=[], language_check={})
     monkeypatch.setattr(experiment, "embed_texts", lambda texts, *a, **k: fake)
     feats, info, scaler = embed_parts(data, cfg)
     np.testing.assert_allclose(scaler.mean_, vectors[data.parts["train"]].mean(axis=0), rtol=1e-6)
