@@ -9,7 +9,7 @@ for what every case checks besides its own words.
 from __future__ import annotations
 
 from tests.reliability.catalogue import (
-    ROWS, Case, corpus_config, finished_central_run, gz_garbage, header_only, jsonl_bad, put, run, tabular, tiny_central,
+    ROWS, SPANISH, Case, corpus_config, embedded_then, finished_central_run, overwrite_cache_rows, truncate_cache, gz_garbage, header_only, jsonl_bad, put, run, tabular, tiny_central,
     tiny_federated, with_config, write_config,
 )
 
@@ -76,6 +76,34 @@ MESSAGE = [
     Case("all-empty-text-csv", "message", "a CSV whose every text is empty",
          ("all 3 rows were dropped (empty_text=3)", "nothing to load"),
          setup=lambda ws: tabular(ws, ROWS(3, text=" ")), argv=run(verb="prepare")),
+]
+
+CACHE = [
+    Case("cache-rows-overwritten", "wrong", "300 cached vectors overwritten with finite garbage (were served)",
+         ("fail their checksum", "re-embedded after failing the cache check"), exit=0,
+         setup=lambda ws: embedded_then(ws, overwrite_cache_rows), argv=run(verb="embed")),
+    Case("cache-truncated", "message", "a truncated cache file (numpy's `mmap length` error, no file named)",
+         ("vectors are unreadable", ".npy"), exit=0, setup=lambda ws: embedded_then(ws, truncate_cache),
+         argv=run(verb="embed")),
+    Case("foreign-language-text", "corpus", "Spanish notes through the English default encoder",
+         ("texts look like another language than English",), exit=0,
+         setup=lambda ws: tabular(ws, ROWS(12, text=lambda i: SPANISH[i % len(SPANISH)])), argv=run(verb="embed")),
+]
+
+RULES = [
+    Case("label-rule-drops-every-note", "message", "the paper's label rule on a 40-note corpus",
+         ("data.min_per_client=1 × data.n_clients=20 keeps codes with >= 20 notes", "removed all"),
+         setup=lambda ws: corpus_config(ws, "site", data={"min_per_client": 1}), argv=run()),
+    Case("min-train-count-drops-all", "message", "`data.min_train_count` above every code's count",
+         ("data.min_train_count=500",), setup=C, argv=run("data.min_train_count=500")),
+    Case("tiny-split-warned", "corpus", "a 40-note corpus split 70/15/15 (val and test got 2 notes, no warning)",
+         ("split has only",), exit=0, setup=lambda ws: corpus_config(ws, "site"), argv=run(), needs="minilm"),
+    Case("kfold-bad-fold", "config", "`data.fold = 5` with `data.n_folds = 5`", ("data.fold",),
+         setup=C, argv=run('data.split="kfold"', "data.n_folds=5", "data.fold=5")),
+    Case("infeasible-codes-federated", "wrong", "`partition.min_per_client` that every code breaks, in `fedicd run`",
+         ("partition.min_per_client",), setup=with_config(F, partition={"min_per_client": 50}), argv=run()),
+    Case("n-clients-disagree", "wrong", "`data.n_clients = 20` for the label rule but `partition.n_clients = 3`",
+         ("data.n_clients=20", "partition.n_clients"), setup=with_config(F, data={"min_per_client": 1}), argv=run()),
 ]
 
 CORPUS = [
@@ -193,4 +221,4 @@ DATA = [
          argv=run(verb="prepare")),
 ]
 
-CASES: list[Case] = [*LOST, *WRONG, *TRACE, *MESSAGE, *CORPUS, *CONFIG, *DATA]
+CASES: list[Case] = [*LOST, *WRONG, *TRACE, *MESSAGE, *CACHE, *RULES, *CORPUS, *CONFIG, *DATA]

@@ -93,12 +93,12 @@ def write_config(ws: Path, name: str = "cfg.toml", *, cache: Path | None = None,
     return path
 
 
-def tiny_central(ws: Path, **extra) -> Path:
+def tiny_central(ws: Path, *, cache: Path | None = None, **extra) -> Path:
     sections = {"data": {"source": "synthetic", **TINY}, "embedding": {"max_tokens": 128},
                 "train": {"epochs": 2}}
     for section, table in extra.items():
         sections[section] = {**sections.get(section, {}), **table}
-    return write_config(ws, **sections)
+    return write_config(ws, cache=cache, **sections)
 
 
 def tiny_federated(ws: Path, **extra) -> Path:
@@ -134,6 +134,47 @@ def corpus_config(ws: Path, kind: str, **sections) -> Path:
     for section, table in sections.items():
         base[section] = {**base.get(section, {}), **table}
     return write_config(ws, **base)
+
+
+def _private_cache(ws: Path) -> Path:
+    return ws.parent / "private-cache"  # outside ws: a cache is derived data the command may repair
+
+
+def embedded_then(ws: Path, damage: Callable[[Path], None]) -> None:
+    """Embed the tiny corpus once (``fedicd embed`` into ws/first, private cache), then damage the cache."""
+    from fedicd.cli import main
+
+    tiny_central(ws, cache=_private_cache(ws))
+    if main(["embed", str(ws / "cfg.toml"), "--out", str(ws / "first")]) != 0:
+        raise RuntimeError("the first embedding failed")
+    damage(_private_cache(ws))
+
+
+def _shard(cache: Path) -> Path:
+    shards = sorted(cache.rglob("shard-*.npy"))
+    if not shards:
+        raise RuntimeError(f"no cache shard under {cache}")
+    return shards[0]
+
+
+def overwrite_cache_rows(cache: Path) -> None:
+    """Finite garbage over the stored rows, file size unchanged."""
+    import numpy as np
+
+    vectors = np.load(_shard(cache), mmap_mode="r+")
+    vectors[: len(vectors) // 2] = np.random.default_rng(0).normal(size=vectors[: len(vectors) // 2].shape)
+    vectors.flush()
+
+
+def truncate_cache(cache: Path) -> None:
+    shard = _shard(cache)
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+
+
+SPANISH = ["Paciente de 54 años que acude a urgencias por dolor torácico de dos horas de evolución, sin "
+           "antecedentes de interés, con la tensión arterial elevada y la exploración física normal.",
+           "Mujer de 70 años con diabetes mellitus tipo 2 y insuficiencia renal crónica que ingresa por "
+           "neumonía adquirida en la comunidad; se inicia tratamiento antibiótico y evoluciona bien."]
 
 
 def header_only(ws: Path) -> Path:
