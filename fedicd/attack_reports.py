@@ -8,28 +8,35 @@ adversary its view, and scores the guesses against the victims' text.
   auxiliary text = CodiEsp's uncoded background cases for ``data.source =
   "codiesp"``, the training split's texts otherwise (other patients of the same
   distribution); its few labelled notes = the training split.
-* :func:`bow_report`, :func:`generative_report`, :func:`attribute_report`: one
-  :class:`attacks.report.AttackReport` each, with bootstrap CIs and a baseline.
+* :func:`bow_report`, :func:`generative_report`, :func:`attribute_report`,
+  :func:`column_report`: one :class:`attacks.report.AttackReport` each, with
+  bootstrap CIs and a baseline.
+* Attributes (:func:`resolve_attribute`): the built-ins ``mental_health``,
+  ``hiv``, ``pregnancy`` (ICD-10 codes), ``female`` (sex words), ``site`` (the
+  notes' site column, any source), or any other column of a tabular source
+  (``CodedNotes.attributes``); ``column:NAME`` / ``builtin:NAME`` settle a
+  column that shares a built-in's name.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from attacks import AdversaryView, AttackReport
-from attacks.attribute import auc_with_ci, code_attributes, infer_attribute, text_attributes, topk_accuracy
+from attacks.attribute import attack_attribute, check_attribute_values, code_attributes, text_attributes
 from attacks.bow import BowConfig, invert_bag_of_words
 from attacks.generative import GenerativeConfig, GenerativeInverter, token_spans
 from attacks.scoring import identifier_recovery, reconstruction_scores, set_prf, summarize, words
 
 __all__ = ["AttackData", "load_attack_data", "clinical_vocabulary", "embed", "bow_report", "generative_report",
-           "attribute_report", "ATTRIBUTES"]
+           "attribute_report", "column_report", "resolve_attribute", "attribute_values", "ATTRIBUTES"]
 
 ATTRIBUTES = ("mental_health", "hiv", "pregnancy", "female", "site")
+CODE_ATTRIBUTES = ("mental_health", "hiv", "pregnancy")
 Defence = Callable[[np.ndarray], np.ndarray]
 
 
@@ -66,42 +73,117 @@ class AttackData:
     vectors: dict[str, np.ndarray]          # part -> note vectors (train / val / test)
     texts: dict[str, list[str]]
     codes: dict[str, list]
-    labels: dict[str, np.ndarray]           # part -> ICD label matrix (for the utility of a defence)
+    labels: dict[str, np.ndarray]           # part -> label matrix (for the utility of a defence)
     aux_texts: list[str]                    # the adversary's public auxiliary notes
     aux_vectors: np.ndarray
     identifiers: list | None = None         # planted truth of the test notes (synthetic corpus only)
     sites: dict[str, list] | None = None
     settings: dict = field(default_factory=dict)
+    columns: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # column -> part -> values
+    icd10_codes: bool = True                # every label is an ICD-10 code (the code built-ins apply)
+    label_kind: str = "icd10"
+
+    @property
+    def utility_metric(self) -> str:
+        """``icd_micro_f1``, or ``label_micro_f1`` where the labels are not ICD codes."""
+        return "label_micro_f1" if self.label_kind == "free" else "icd_micro_f1"
 
 
-def load_attack_data(cfg) -> AttackData:
+def _label_kind(cfg, notes) -> tuple[str, bool]:
+    """``data.label_kind`` (``icd10`` where the config predates it) and whether every note is ICD-10 coded."""
+    kind = getattr(cfg.data, "label_kind", None) or ("icd9" if cfg.data.icd_version == 9 else "icd10")
+    if getattr(notes, "label_kind", None) == "free":  # the notes say "icd" or "free"
+        kind = "free"
+    return kind, kind == "icd10" and all(v == 10 for v in notes.icd_version)
+
+
+def _by_part(column, parts: dict[str, np.ndarray]) -> dict[str, list]:
+    return {p: [column[i] for i in idx] for p, idx in parts.items()}
+
+
+def load_attack_data(cfg, attribute: str | None = None) -> AttackData:
+    """Prepare, split and embed a config's notes; ``attribute`` is checked before anything is embedded."""
     from fedicd.experiment import prepare_data
 
     data = prepare_data(cfg)
-    notes = data.notes
+    notes, parts = data.notes, {p: np.asarray(idx) for p, idx in data.parts.items()}
+    kind, icd10 = _label_kind(cfg, notes)
+    texts = _by_part(notes.texts, parts)
+    sites = None if notes.sites is None else _by_part(notes.sites, parts)
+    columns = {c: _by_part(v, parts) for c, v in (getattr(notes, "attributes", None) or {}).items()}
+    d = AttackData(cfg, {}, texts, _by_part(notes.codes, parts), data.labels, [], np.empty((0, 0), np.float32),
+                   sites=sites, columns=columns, icd10_codes=icd10, label_kind=kind)
+    if attribute is not None:
+        key, values = attribute_values(d, attribute)
+        check_attribute_values(values["train"], values["test"], name=key)
+    _embed_parts(d, notes, parts)
+    return d
+
+
+def _embed_parts(d: AttackData, notes, parts: dict[str, np.ndarray]) -> None:
+    """Fill in the vectors, the adversary's auxiliary material and (synthetic corpus) the planted identifiers."""
+    cfg = d.cfg
     vec = embed(list(notes.texts), cfg)
-    parts = {p: np.asarray(idx) for p, idx in data.parts.items()}
-    texts = {p: [notes.texts[i] for i in idx] for p, idx in parts.items()}
-    codes = {p: [notes.codes[i] for i in idx] for p, idx in parts.items()}
-    identifiers = None
+    d.vectors = {p: vec[idx] for p, idx in parts.items()}
     if cfg.data.source == "synthetic":
         from fedicd.data.sources import synthetic_corpus
 
         by_id = {p.note_id: p for p in synthetic_corpus(cfg.data, cfg.seed).identifiers}
-        identifiers = [by_id[notes.ids[i]] for i in parts["test"]]
+        d.identifiers = [by_id[notes.ids[i]] for i in parts["test"]]
     if cfg.data.source == "codiesp":
         from fedicd.data.codiesp import load_codiesp_background
 
         _, aux = load_codiesp_background(cfg.data.path, language=cfg.data.language)
-        aux_texts = [t for t in aux if t.strip()]
-        aux_vectors, aux_from = embed(aux_texts, cfg), "CodiEsp background cases"
+        d.aux_texts = [t for t in aux if t.strip()]
+        d.aux_vectors, aux_from = embed(d.aux_texts, cfg), "CodiEsp background cases"
     else:
-        aux_texts, aux_vectors, aux_from = texts["train"], vec[parts["train"]], "training split"
-    sites = None
-    if getattr(notes, "sites", None) is not None:
-        sites = {p: [notes.sites[i] for i in idx] for p, idx in parts.items()}
-    return AttackData(cfg, {p: vec[idx] for p, idx in parts.items()}, texts, codes, data.labels, aux_texts,
-                      aux_vectors, identifiers, sites, settings={"aux_texts": aux_from, "source": cfg.data.source})
+        d.aux_texts, d.aux_vectors, aux_from = d.texts["train"], d.vectors["train"], "training split"
+    d.settings.update({"aux_texts": aux_from, "source": cfg.data.source})
+
+
+def resolve_attribute(name: str, *, columns: Collection[str], has_sites: bool, icd10_codes: bool = True,
+                      label_kind: str = "icd10") -> tuple[str, str]:
+    """``("builtin" | "column", key)`` for an ``--attribute`` name; ``ValueError`` naming what is allowed.
+
+    A bare built-in name means the built-in, ``site`` meaning the notes' site column;
+    ``column:NAME`` and ``builtin:NAME`` choose explicitly (needed when a column shares a
+    built-in's name other than ``site``). Code built-ins need ICD-10 labels.
+    """
+    available = f"built-in: {', '.join(ATTRIBUTES)}; columns of this corpus: {sorted(columns) or 'none'}"
+    prefix, _, rest = name.partition(":")
+    if prefix == "column" and rest:
+        if rest not in columns:
+            raise ValueError(f"unknown attribute column {rest!r}; {available}")
+        return "column", rest
+    key = rest if prefix == "builtin" and rest else name
+    if key not in ATTRIBUTES:
+        if key in columns and key == name:
+            return "column", key
+        raise ValueError(f"unknown attribute {name!r}; {available}")
+    if key == name and key in columns and key != "site":
+        raise ValueError(f"attribute {name!r} is both a built-in and a column of this corpus; "
+                         f"use builtin:{name} or column:{name}")
+    if key == "site" and not has_sites:
+        raise ValueError(f"attribute 'site' needs a site column (data.site_column for a tabular source; the "
+                         f"synthetic corpus has sites), and these notes have none; {available}")
+    if key in CODE_ATTRIBUTES and not icd10_codes:
+        raise ValueError(f"attribute {key!r} is read from ICD-10 codes, but these labels are {label_kind!r}"
+                         f"{' or not all ICD-10' if label_kind == 'icd10' else ''}; use female, site or a column "
+                         f"({sorted(columns) or 'none'})")
+    return "builtin", key
+
+
+def attribute_values(d: AttackData, name: str) -> tuple[str, dict[str, list]]:
+    """The attribute's key and its values per part (``"1"``/``"0"`` for binary built-ins, ``""`` if missing)."""
+    kind, key = resolve_attribute(name, columns=d.columns, has_sites=d.sites is not None,
+                                  icd10_codes=d.icd10_codes, label_kind=d.label_kind)
+    if kind == "column":
+        return key, d.columns[key]
+    if key == "site":
+        return key, d.sites
+    if key == "female":
+        return key, {p: [str(v) for v in text_attributes(t)["female"]] for p, t in d.texts.items()}
+    return key, {p: [str(v) for v in code_attributes(c)[key]] for p, c in d.codes.items()}
 
 
 def clinical_vocabulary() -> set[str]:
@@ -199,32 +281,40 @@ def generative_report(victims: list[str], aux_texts: list[str], cfg, identifiers
                         examples=examples)
 
 
+def column_report(view: AdversaryView, aux_values, victim_values, *, name: str, n_labelled: int | None,
+                  seed: int = 0) -> AttackReport:
+    """One attribute (a built-in's ``"0"/"1"`` values or a column's strings) inferred and scored.
+
+    Two values: AUC (baseline 0.5); more: top-1 (and top-3 past 3 classes) accuracy against
+    the majority-class baseline, and macro one-vs-rest AUC (see :func:`attacks.attribute.attack_attribute`).
+    Raises ``ValueError`` naming the attribute when it cannot be scored on these notes.
+    """
+    metrics, base, settings = attack_attribute(view, aux_values, victim_values, name=name, n_labelled=n_labelled,
+                                               seed=seed)
+    return AttackReport("attribute_inference", metrics, settings={"attribute": name, "n_labelled": n_labelled,
+                                                                  **settings}, baselines=base)
+
+
 def attribute_report(view: AdversaryView, aux_codes, victim_codes, n_labelled: int, victims: list[str],
                      aux_sites=None, victim_sites=None, seed: int = 0,
                      only: tuple[str, ...] | None = None) -> AttackReport:
-    """AUC per binary attribute (majority/chance baseline 0.5) and site top-k accuracy (majority baseline)."""
+    """Every built-in attribute at once (``only`` picks some): AUC for the binary ones, site as a categorical.
+
+    An attribute that cannot be scored on these notes is listed under ``{name}_skipped`` in the settings.
+    """
     aux_attr = {**code_attributes(aux_codes), **text_attributes(list(view.aux_texts))}
     vic_attr = {**code_attributes(victim_codes), **text_attributes(victims)}
-    if only is not None:
-        aux_attr = {k: v for k, v in aux_attr.items() if k in only}
+    values = {n: ([str(v) for v in aux_attr[n]], [str(v) for v in vic_attr[n]]) for n in aux_attr}
+    if aux_sites is not None:
+        values["site"] = (list(aux_sites), list(victim_sites))
     metrics, base, settings = {}, {}, {"n_labelled": n_labelled}
-    if aux_sites is not None and (only is None or "site" in only):
-        probs, classes = infer_attribute(view, aux_sites, n_labelled=n_labelled, seed=seed)
-        majority = max(set(aux_sites), key=list(aux_sites).count)
-        for k in (1, 2):
-            metrics[f"site_top{k}_accuracy"] = summarize({"a": topk_accuracy(victim_sites, probs, classes, k)})["a"]
-        base["site_top1_accuracy"] = summarize({"a": [float(s == majority) for s in victim_sites]})["a"]
-    for name in aux_attr:
-        y_v = vic_attr[name]
-        settings[f"{name}_victim_prevalence"] = float(y_v.mean())
-        if len(np.unique(y_v)) < 2 or aux_attr[name].sum() < 2:
-            settings[f"{name}_skipped"] = "one class only among victims or labelled notes"
+    for name, (aux, vic) in values.items():
+        if only is not None and name not in only:
             continue
         try:
-            probs, classes = infer_attribute(view, aux_attr[name], n_labelled=n_labelled, seed=seed)
+            m, b, st = attack_attribute(view, aux, vic, name=name, n_labelled=n_labelled, seed=seed)
         except ValueError as exc:
             settings[f"{name}_skipped"] = str(exc)
             continue
-        metrics[f"{name}_auc"] = auc_with_ci(y_v, probs[:, classes.index(1)], seed=seed)
-        base[f"{name}_auc"] = {"value": 0.5, "ci_low": 0.5, "ci_high": 0.5, "n": int(len(y_v))}
+        metrics, base, settings = {**metrics, **m}, {**base, **b}, {**settings, **st}
     return AttackReport("attribute_inference", metrics, settings=settings, baselines=base)

@@ -2,12 +2,16 @@
 
 For each defence (``none``, ``noise:SIGMA``, ``quantize:BITS``, ``pca:K``) the
 defender applies it to every vector it releases (train, val, test, and the
-victims' prefix vectors for generative inversion). *Utility* is the ICD test
-micro-F1 of the paper's MLP trained centrally on the defended training vectors
-(threshold chosen on defended validation vectors). The adversary is *adaptive*:
-the defence is public, so it defends its auxiliary vectors the same way before
-training. Writes one :class:`attacks.report.AttackReport` JSON per defence,
-``leakage_utility.json`` (rows: defence, utility, leakage with CI) and
+victims' prefix vectors for generative inversion). *Utility* is the test
+micro-F1 of the config's head (``[train]``, run centrally; the paper's MLP by
+default) trained on the defended training vectors (threshold chosen on defended
+validation vectors): ``icd_micro_f1``, or
+``label_micro_f1`` for a corpus whose labels are not ICD codes
+(``data.label_kind = "free"``). The adversary is *adaptive*: the defence is
+public, so it defends its auxiliary vectors the same way before training.
+Writes one :class:`attacks.report.AttackReport` JSON per defence,
+``leakage_utility.json`` (rows: defence, utility, leakage with CI; rewritten
+after every defence, ``"complete": true`` once all ran) and
 ``leakage_utility.png``.
 """
 
@@ -16,19 +20,22 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from attacks import AdversaryView
+from attacks.attribute import clamp_labelled, is_missing
 from attacks.defences import DimensionReducer, fit_range, gaussian_noise, quantize
 from attacks.generative import GenerativeConfig
-from fedicd.attack_reports import (ATTRIBUTES, AttackData, attribute_report, bow_report, generative_report,
+from fedicd.attack_reports import (AttackData, attribute_values, bow_report, column_report, generative_report,
                                    load_attack_data)
 from fedicd.errors import ConfigError
+from fedicd.train import TrainConfig
 
-__all__ = ["DEFENCES", "parse_defence", "make_defence", "icd_utility", "run_attack_sweep", "plot_leakage_utility",
-           "LEAKAGE_METRIC"]
+__all__ = ["DEFENCES", "parse_defence", "make_defence", "label_utility", "icd_utility", "run_attack_sweep",
+           "plot_leakage_utility", "LEAKAGE_METRIC"]
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +85,27 @@ def make_defence(kind: str, strength, fit_on: np.ndarray, seed: int = 0) -> Call
     raise ConfigError(f"unknown defence {kind!r}; known: {DEFENCES}")
 
 
-def icd_utility(defended: dict[str, np.ndarray], labels: dict[str, np.ndarray], seed: int) -> float:
-    """ICD test micro-F1 of the paper's MLP trained centrally on defended vectors."""
+def label_utility(defended: dict[str, np.ndarray], labels: dict[str, np.ndarray], seed: int,
+                  train: TrainConfig | None = None) -> float:
+    """Test micro-F1 of a head trained centrally on defended vectors (any multi-label matrix: ICD or free labels).
+
+    ``train``: the experiment's ``[train]`` section (head, epochs, ...), run centrally with ``seed``;
+    default the paper's MLP.
+    """
     from sklearn.preprocessing import StandardScaler
 
     from fedicd.metrics import choose_threshold, f1_scores
-    from fedicd.train import TrainConfig, predict_proba, train_central
+    from fedicd.train import predict_proba, train_central
 
+    train = replace(train or TrainConfig(), mode="central", seed=seed)
     scaler = StandardScaler().fit(defended["train"])
     x = {p: scaler.transform(v).astype(np.float32) for p, v in defended.items()}
-    model = train_central(x["train"], labels["train"], TrainConfig(seed=seed)).model
+    model = train_central(x["train"], labels["train"], train).model
     pv, pt = predict_proba(model, x["val"]), predict_proba(model, x["test"])
     return float(f1_scores(labels["test"], pt, threshold=choose_threshold(labels["val"], pv))[0])
+
+
+icd_utility = label_utility  # the name experiments/defence_curve.py imports
 
 
 def _attack(d: AttackData, attack: str, defend, *, attribute: str, n_labelled: int, gen_cfg: GenerativeConfig,
@@ -104,58 +120,91 @@ def _attack(d: AttackData, attack: str, defend, *, attribute: str, n_labelled: i
                                  defend=defend, seed=d.cfg.seed)
     view = AdversaryView(target_embeddings=defend(d.vectors["test"]), aux_texts=d.texts["train"],
                          aux_embeddings=defend(d.vectors["train"]))
-    sites = d.sites if attribute == "site" else None
-    return attribute_report(view, d.codes["train"], d.codes["test"], min(n_labelled, len(d.texts["train"])),
-                            victims, sites["train"] if sites else None, sites["test"] if sites else None,
-                            seed=d.cfg.seed, only=(attribute,))
+    key, values = attribute_values(d, attribute)
+    return column_report(view, values["train"], values["test"], name=key, n_labelled=n_labelled, seed=d.cfg.seed)
+
+
+def _check_request(attack: str, specs: list, attribute: str, n_labelled: int, gen_spans: int) -> None:
+    """Refuse bad arguments before any data is loaded."""
+    if attack not in ("bow", "generative", "attribute"):
+        raise ConfigError(f"unknown attack {attack!r}; use bow, generative or attribute")
+    if not specs:
+        raise ConfigError("give at least one defence (e.g. none)")
+    if attack == "attribute" and not attribute.strip():
+        raise ConfigError("--attribute is empty; give a built-in (mental_health, hiv, pregnancy, female, site) "
+                          "or a column name")
+    if attack == "attribute" and n_labelled < 2:
+        raise ConfigError(f"--n-labelled must be at least 2 (two classes need two labelled notes), got {n_labelled}")
+    if attack == "generative" and gen_spans < 1:
+        raise ConfigError(f"--gen-spans must be at least 1, got {gen_spans}")
+
+
+def _labelled_budget(d: AttackData, attribute: str, n_labelled: int) -> int:
+    """``n_labelled`` clamped once (logged) to the training notes that have a value for the attribute."""
+    key, values = attribute_values(d, attribute)
+    available = sum(not is_missing(v) for v in values["train"])
+    return clamp_labelled(n_labelled, available, key) if available >= 2 else n_labelled  # < 2: the attack says why
+
+
+def _leakage_metric(attack: str, report) -> str:
+    if attack != "attribute":
+        return LEAKAGE_METRIC[attack]
+    key = report.settings["attribute"]
+    return f"{key}_auc" if f"{key}_auc" in report.metrics else f"{key}_top1_accuracy"
 
 
 def run_attack_sweep(cfg, attack: str, out: str | Path, *, defences: Sequence[str] = DEFAULT_SWEEP,
                      attribute: str = "mental_health", n_labelled: int = 200,
                      gen_cfg: GenerativeConfig | None = None, gen_spans: int = 8000) -> list[dict]:
-    """Run ``attack`` (``bow``, ``generative`` or ``attribute``) under each defence; write reports and the plot."""
-    if attack not in ("bow", "generative", "attribute"):
-        raise ConfigError(f"unknown attack {attack!r}; use bow, generative or attribute")
-    if attack == "attribute" and attribute not in ATTRIBUTES:
-        raise ConfigError(f"unknown attribute {attribute!r}; known: {ATTRIBUTES}")
+    """Run ``attack`` (``bow``, ``generative`` or ``attribute``) under each defence; write reports and the plot.
+
+    ``attribute``: a built-in (``mental_health``, ``hiv``, ``pregnancy``, ``female``, ``site``) or a column of
+    the notes (see :func:`fedicd.attack_reports.resolve_attribute`); checked before anything is embedded.
+    Nothing is written before the first defence has been attacked.
+    """
     specs = [parse_defence(s) for s in defences]
-    if not specs:
-        raise ConfigError("give at least one defence (e.g. none)")
-    if attack == "attribute" and attribute == "site" and cfg.data.source != "synthetic":
-        raise ConfigError("the site attribute exists only in the synthetic corpus (data.source = 'synthetic')")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    d = load_attack_data(cfg)
+    _check_request(attack, specs, attribute, n_labelled, gen_spans)
+    d = load_attack_data(cfg, attribute=attribute if attack == "attribute" else None)
+    extra = {"n_labelled_requested": n_labelled} if attack == "attribute" else {}
     if attack == "attribute":
-        metric = "site_top1_accuracy" if attribute == "site" else f"{attribute}_auc"
-    else:
-        metric = LEAKAGE_METRIC[attack]
+        n_labelled = _labelled_budget(d, attribute, n_labelled)
     gen_cfg = gen_cfg or GenerativeConfig(seed=cfg.seed, corrector_steps=2, candidates=4)
-    rows = []
+    out, rows, metric = Path(out), [], None
     for kind, strength in specs:
         defend = make_defence(kind, strength, d.vectors["train"], seed=cfg.seed)
-        utility = icd_utility({p: defend(v) for p, v in d.vectors.items()}, d.labels, cfg.seed)
         report = _attack(d, attack, defend, attribute=attribute, n_labelled=n_labelled, gen_cfg=gen_cfg,
                          gen_spans=gen_spans)
-        if metric not in report.metrics:
-            raise ValueError(f"{attribute!r} could not be attacked on this corpus: "
-                             f"{report.settings.get(f'{attribute}_skipped', 'no metric produced')}")
+        metric = metric or _leakage_metric(attack, report)
+        utility = label_utility({p: defend(v) for p, v in d.vectors.items()}, d.labels, cfg.seed, cfg.train)
         name = f"{kind}" if kind == "none" else f"{kind}_{strength}"
-        report.settings.update({"defence": kind, "strength": strength, "icd_micro_f1": utility,
-                                "adversary": "adaptive (auxiliary vectors defended the same way)", **d.settings})
+        report.settings.update({"defence": kind, "strength": strength, d.utility_metric: utility,
+                                "utility_metric": d.utility_metric,
+                                "adversary": "adaptive (auxiliary vectors defended the same way)", **d.settings,
+                                **extra})
+        out.mkdir(parents=True, exist_ok=True)
         report.save(out / f"{report.attack}_{name}.json")
-        leak = report.metrics[metric]
-        base = report.baselines.get(metric)
-        rows.append({"defence": kind, "strength": strength, "icd_micro_f1": utility, "metric": metric,
-                     "leakage": leak, "baseline": base})
-        log.info("%s %s: utility %.4f, %s %.4f", kind, strength, utility, metric, leak["value"])
-    (out / "leakage_utility.json").write_text(json.dumps({"attack": attack, "rows": rows}, indent=2))
+        rows.append({"defence": kind, "strength": strength, "utility_metric": d.utility_metric,
+                     d.utility_metric: utility, "metric": metric, "leakage": report.metrics[metric],
+                     "baseline": report.baselines.get(metric)})
+        _write_rows(out, attack, rows, complete=len(rows) == len(specs))
+        log.info("%s %s: utility %.4f, %s %.4f", kind, strength, utility, metric, rows[-1]["leakage"]["value"])
     plot_leakage_utility(rows, out / "leakage_utility.png")
     return rows
 
 
+def _write_rows(out: Path, attack: str, rows: list[dict], *, complete: bool) -> None:
+    doc = {"attack": attack, "complete": complete, "rows": rows}
+    (out / "leakage_utility.json").write_text(json.dumps(doc, indent=2))
+
+
+def _utility_of(row: dict) -> tuple[str, float]:
+    """The row's utility metric and value (rows written before ``utility_metric`` existed hold ICD micro-F1)."""
+    key = row.get("utility_metric", "icd_micro_f1")
+    return key, row[key]
+
+
 def plot_leakage_utility(rows: list[dict], path: str | Path) -> None:
-    """Leakage (attack metric with its 95 % CI) against ICD micro-F1, one marker style per defence kind."""
+    """Leakage (attack metric with its 95 % CI) against utility (ICD or label micro-F1), one marker per defence kind."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,7 +215,7 @@ def plot_leakage_utility(rows: list[dict], path: str | Path) -> None:
         pts = [r for r in rows if r["defence"] == kind]
         if not pts:
             continue
-        x = [r["icd_micro_f1"] for r in pts]
+        x = [_utility_of(r)[1] for r in pts]
         y = [r["leakage"]["value"] for r in pts]
         err = [[v - r["leakage"]["ci_low"] for v, r in zip(y, pts)], [r["leakage"]["ci_high"] - v for v, r in zip(y, pts)]]
         ax.errorbar(x, y, yerr=err, marker=marker, ls="-", label=kind, capsize=2)
@@ -175,7 +224,8 @@ def plot_leakage_utility(rows: list[dict], path: str | Path) -> None:
     base = next((r["baseline"] for r in rows if r.get("baseline")), None)
     if base:
         ax.axhline(base["value"], color="grey", ls=":", label="baseline")
-    ax.set_xlabel("ICD test micro-F1 (utility)")
+    utility = "ICD" if _utility_of(rows[0])[0] == "icd_micro_f1" else "label"
+    ax.set_xlabel(f"{utility} test micro-F1 (utility)")
     ax.set_ylabel(f"{rows[0]['metric']} (leakage, adaptive attacker)")
     ax.legend(fontsize=7)
     fig.tight_layout()

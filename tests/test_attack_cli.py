@@ -74,6 +74,39 @@ def test_cli_reports_a_bad_attribute_and_a_bad_defence(base_args, tmp_path, caps
     assert "unknown defence 'blur:2'" in capsys.readouterr().err
 
 
+@pytest.fixture(scope="module")
+def site_corpus_args(tmp_path_factory):
+    """The 40-note, 13-site tabular corpus (tests/corpora.py) as `--set` arguments."""
+    from tests.corpora import SITE_CORPUS, write_small_site_corpus
+
+    root = tmp_path_factory.mktemp("sites")
+    path = write_small_site_corpus(root / "sites.csv")
+    sets = [f"data.{k}={json.dumps(v)}" for k, v in SITE_CORPUS.items()]
+    sets += [f"data.path={json.dumps(str(path))}", "data.min_train_count=1", "train.epochs=2",
+             f"cache_dir={json.dumps(str(root / 'cache'))}"]
+    return [str(DEMO_CONFIG), *sum((["--set", s] for s in sets), [])]
+
+
+def test_cli_attacks_the_site_column_of_a_small_tabular_corpus(site_corpus_args, tmp_path, capsys, caplog):
+    """Was refused ('site exists only in the synthetic corpus'); --n-labelled 200 > the training notes is clamped."""
+    out = tmp_path / "site"
+    assert main(["attack", "attribute", *site_corpus_args, "--out", str(out), "--attribute", "site",
+                 "--defences", "none"]) == 0
+    assert "site_top1_accuracy" in capsys.readouterr().out
+    assert "attribute 'site': n_labelled=200 exceeds the" in caplog.text
+    rep = json.loads((out / "attribute_inference_none.json").read_text())
+    assert {"site_top1_accuracy", "site_top3_accuracy"} <= set(rep["metrics"]) and rep["settings"]["n_labelled"] < 40
+
+
+def test_cli_names_the_columns_when_the_attribute_is_unknown(site_corpus_args, tmp_path, capsys):
+    out = tmp_path / "bad"
+    assert main(["attack", "attribute", *site_corpus_args, "--out", str(out), "--attribute", "Ward"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fedicd attack: error: unknown attribute 'Ward'; built-in: mental_health, hiv, pregnancy, "
+                          "female, site; columns of this corpus: ['Age group', 'Hospital site', 'Patient sex']")
+    assert "Traceback" not in err and not (out / "leakage_utility.json").exists()
+
+
 def test_noise_defence_draws_fresh_noise_on_every_call():
     """Two same-length batches (or the adversary re-embedding guesses) must not share the defender's noise."""
     import numpy as np
