@@ -79,11 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_out(p)
     p.add_argument("--method", choices=["bow", "generative"], default="bow", help="inversion attack (invert)")
     p.add_argument("--attribute", default="mental_health",
-                   help="mental_health, hiv, pregnancy, female or site (attribute)")
+                   help="mental_health, hiv, pregnancy (ICD-10 codes), female (sex words), site (the site column), "
+                        "or any column of a tabular source (column:NAME when it shares a built-in's name); "
+                        "see docs/attacks.md")
     p.add_argument("--defences", nargs="+", default=None, metavar="SPEC",
                    help="none, noise:SIGMA, quantize:BITS, pca:K (default: none noise:0.05 noise:0.2 "
                         "quantize:1 pca:16)")
-    p.add_argument("--n-labelled", type=int, default=200, help="labelled auxiliary notes (attribute)")
+    p.add_argument("--n-labelled", type=int, default=200, help="labelled training notes the adversary uses (attribute; capped, with a warning, at "
+                        "those that have a value)")
     p.add_argument("--gen-epochs", type=int, default=8, help="decoder epochs (generative)")
     p.add_argument("--gen-spans", type=int, default=8000, help="auxiliary spans the decoder trains on")
     p.add_argument("--corrector-steps", type=int, default=2, help="re-embed-and-refine steps (generative)")
@@ -215,11 +218,13 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     rows = run_attack_sweep(cfg, attack, args.out, defences=args.defences or DEFAULT_SWEEP,
                             attribute=args.attribute, n_labelled=args.n_labelled, gen_cfg=gen_cfg,
                             gen_spans=args.gen_spans)
-    print(f"{'defence':<16}{'ICD micro-F1':>13}{rows[0]['metric']:>24}   95% CI")
+    utility = rows[0]["utility_metric"]
+    header = "ICD micro-F1" if utility == "icd_micro_f1" else "label micro-F1"
+    print(f"{'defence':<16}{header:>15}{rows[0]['metric']:>28}   95% CI")
     for r in rows:
         leak = r["leakage"]
         name = r["defence"] if r["defence"] == "none" else f"{r['defence']}:{r['strength']}"
-        print(f"{name:<16}{r['icd_micro_f1']:>13.4f}{leak['value']:>24.4f}   [{leak['ci_low']:.4f}, "
+        print(f"{name:<16}{r[utility]:>15.4f}{leak['value']:>28.4f}   [{leak['ci_low']:.4f}, "
               f"{leak['ci_high']:.4f}]")
     print(f"reports and leakage_utility.png in {args.out}")
     return 0

@@ -9,7 +9,7 @@ for what every case checks besides its own words.
 from __future__ import annotations
 
 from tests.reliability.catalogue import (
-    ROWS, SPANISH, Case, corpus_config, embedded_then, finished_central_run, overwrite_cache_rows, truncate_cache, gz_garbage, header_only, jsonl_bad, put, run, tabular, tiny_central,
+    ROWS, SPANISH, Case, attack, corpus_config, embedded_then, finished_central_run, overwrite_cache_rows, truncate_cache, gz_garbage, header_only, jsonl_bad, put, run, tabular, tiny_central,
     tiny_federated, with_config, write_config,
 )
 
@@ -114,6 +114,31 @@ CORPUS = [
          ("label_kind=free",), exit=0, setup=lambda ws: corpus_config(ws, "free"), argv=run(verb="prepare")),
     Case("free-labels-refuse-rollup", "corpus", "free labels with `data.granularity = \"category\"`",
          ("granularity",), setup=lambda ws: corpus_config(ws, "free"), argv=run('data.granularity="category"')),
+    Case("site-corpus-attack-any-column", "corpus", "`fedicd attack attribute --attribute \"Patient sex\"` "
+         "(only five built-in names were accepted)", ("Patient sex_auc",), exit=0,
+         setup=lambda ws: corpus_config(ws, "site"), argv=attack("Patient sex"), needs="minilm"),
+    Case("site-corpus-attack-site", "corpus", "`--attribute site` on a tabular corpus with a site column "
+         "(refused for every non-synthetic source)", ("site_top1_accuracy",), exit=0,
+         setup=lambda ws: corpus_config(ws, "site"), argv=attack("site"), needs="minilm"),
+    Case("site-corpus-federated-natural", "corpus", "the 13-site corpus federated by site (`partition.scheme = "
+         "\"natural\"`; refused before: every site needed validation notes)", ("results:",), exit=0,
+         setup=lambda ws: corpus_config(ws, "site", train={"mode": "federated"}, partition={"scheme": "natural"},
+                                        federated={"rounds": 2, "fraction_evaluate": 0.5}),
+         argv=run(), needs="minilm"),
+    Case("free-corpus-central", "corpus", "the 500-row severity corpus, central", ("results:",), exit=0,
+         setup=lambda ws: corpus_config(ws, "free"), argv=run(), needs="minilm"),
+    Case("free-corpus-federated", "corpus", "the 500-row severity corpus over 3 IID clients", ("results:",),
+         exit=0, setup=lambda ws: corpus_config(ws, "free", train={"mode": "federated"},
+                                                partition={"n_clients": 3}, federated={"rounds": 2}),
+         argv=run(), needs="minilm"),
+    Case("free-corpus-attack-column", "corpus", "`fedicd attack attribute --attribute Ward` on free labels",
+         ("label micro-F1",), exit=0, setup=lambda ws: corpus_config(ws, "free"), argv=attack("Ward"),
+         needs="minilm"),
+    Case("attack-unknown-column", "corpus", "`--attribute Wrad` (a column the corpus does not have)",
+         ("Wrad", "Ward"), setup=lambda ws: corpus_config(ws, "free"), argv=attack("Wrad")),
+    Case("attack-code-attribute-on-free-labels", "corpus", "`--attribute mental_health` on free labels "
+         "(scored meaningless values)", ("mental_health",), setup=lambda ws: corpus_config(ws, "free"),
+         argv=attack("mental_health")),
     Case("site-corpus-loads", "corpus", "40 multi-line reports, 13 sites, spaced column names",
          ("read 40",), exit=0, setup=lambda ws: corpus_config(ws, "site"), argv=run(verb="prepare")),
 ]

@@ -208,6 +208,14 @@ def run(*sets: str, verb: str = "run", out: str = "out") -> Callable[[Path], lis
     return argv
 
 
+def attack(attribute: str) -> Callable[[Path], list[str]]:
+    """``fedicd attack attribute ws/cfg.toml --attribute A`` without defences (one utility head)."""
+    def argv(ws: Path) -> list[str]:
+        return ["attack", "attribute", str(ws / "cfg.toml"), "--out", str(ws / "out"), "--attribute", attribute,
+                "--defences", "none", "--n-labelled", "20"]
+    return argv
+
+
 def with_config(builder: Callable[..., Path], then: Callable[[Path], None] | None = None,
                 **extra) -> Callable[[Path], None]:
     def setup(ws: Path) -> None:
