@@ -103,8 +103,11 @@ class UpdateValidator(Strategy):
         errors = [m for m in replies if m.has_error()]
         for msg in errors:
             self._reject(server_round, msg, f"client error: {msg.error.reason}", stage)
+        answered = [m for m in replies if not m.has_error()]
+        if stage == "evaluate":  # a client without validation notes (partition.client_validation) has no score
+            answered = [m for m in answered if not self._holds_no_examples(m)]
         valid = []
-        for msg in (m for m in replies if not m.has_error()):
+        for msg in answered:
             reason = self._check_metrics(msg) or (self._check_arrays(msg) if stage == "train" else None)
             if reason is None:
                 valid.append(msg)
@@ -117,6 +120,10 @@ class UpdateValidator(Strategy):
         node_id = msg.metadata.src_node_id
         logger.warning("round %d: rejected %s reply from node %s: %s", server_round, stage, node_id, reason)
         self.rejections.append({"round": server_round, "node_id": node_id, "reason": reason, "stage": stage})
+
+    def _holds_no_examples(self, msg: Message) -> bool:
+        records = list(msg.content.metric_records.values())
+        return len(records) == 1 and records[0].get(self.weighted_by_key) == 0
 
     def _check_metrics(self, msg: Message) -> str | None:
         records = list(msg.content.metric_records.values())

@@ -103,7 +103,17 @@ def test_unexpected_array_record_and_odd_metric_names_are_rejected() -> None:
 def test_evaluate_replies_with_bad_weights_are_dropped() -> None:
     strategy = _strategy(2)
     msgs = list(strategy.configure_evaluate(1, arrays_record(GLOBAL), ConfigRecord(), FakeGrid(2)))
-    replies = [reply(m, None, n, metrics={"loss": loss}) for m, n, loss in zip(msgs, [4, 0], [1.0, 9.0])]
+    replies = [reply(m, None, n, metrics={"loss": loss}) for m, n, loss in zip(msgs, [4, -1], [1.0, 9.0])]
     assert strategy.aggregate_evaluate(1, replies)["loss"] == pytest.approx(1.0)
     assert strategy.rejections[0]["stage"] == "evaluate"
     assert strategy.aggregate_evaluate(1, [error_reply(msgs[0], "x")]) is None
+
+
+def test_evaluate_reply_of_a_client_without_validation_notes_is_set_aside_not_rejected() -> None:
+    """partition.client_validation can leave a client without validation notes: it reports 0 examples."""
+    strategy = _strategy(2)
+    msgs = list(strategy.configure_evaluate(1, arrays_record(GLOBAL), ConfigRecord(), FakeGrid(2)))
+    replies = [reply(m, None, n, metrics={"loss": loss}) for m, n, loss in zip(msgs, [4, 0], [1.0, 9.0])]
+    assert strategy.aggregate_evaluate(1, replies)["loss"] == pytest.approx(1.0)
+    assert strategy.rejections == []
+    assert strategy.aggregate_evaluate(1, replies[1:]) is None and strategy.rejections == []
