@@ -53,8 +53,9 @@ def _claim_out(args: argparse.Namespace) -> None:
     """Check --out before any work: writable, and not holding an earlier result (unless --overwrite/--resume)."""
     from fedicd.output_dir import claim_output_dir
 
-    args.out = claim_output_dir(args.out, verb=args.command, overwrite=args.overwrite,
-                                resume=getattr(args, "resume", False))
+    args.claim = claim_output_dir(args.out, verb=args.command, overwrite=args.overwrite,
+                                  resume=getattr(args, "resume", False))
+    args.out = args.claim.path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,15 +257,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _release_out(args: argparse.Namespace) -> None:
-    """A command that failed before writing anything leaves no folder behind."""
-    from fedicd.output_dir import release_unused_output_dir
-
-    if getattr(args, "out", None) is not None:
-        try:
-            release_unused_output_dir(args.out)
-        except OSError:  # the folder is the user's to inspect; the error above is what matters
-            pass
+def _settle_out(args: argparse.Namespace, *, ok: bool) -> None:
+    """Success: drop what --overwrite set aside. Failure: restore it; remove --out if nothing was written."""
+    claim = getattr(args, "claim", None)
+    if claim is None:
+        return
+    try:
+        claim.commit() if ok else claim.abandon()
+    except OSError as exc:  # the command's own outcome matters more; say what was left
+        print(f"fedicd {args.command}: warning: could not tidy {claim.path}: {_message(exc)}", file=sys.stderr)
 
 
 def _message(exc: BaseException) -> str:
@@ -282,11 +283,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "evaluate": _cmd_evaluate, "partition": _cmd_partition, "demo": _cmd_run, "attack": _cmd_attack,
                 "keys": _cmd_keys}
     try:
-        return handlers[args.command](args)
+        code = handlers[args.command](args)
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"fedicd {args.command}: error: {_message(exc)}", file=sys.stderr)
-        _release_out(args)
+        _settle_out(args, ok=False)
         return 2
+    except BaseException:  # an interrupt or a bug: put earlier results back before it propagates
+        _settle_out(args, ok=False)
+        raise
+    _settle_out(args, ok=code == 0)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

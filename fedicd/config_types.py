@@ -7,7 +7,7 @@ name instead of being coerced (``rounds = true`` is not 1 round; ``epochs =
 
 * ``bool`` accepts only ``true``/``false``; ``int`` accepts integers but not
   booleans or floats (``2.0`` included: write ``2``); ``float`` accepts
-  integers and floats (not booleans) and returns a float.
+  integers and finite floats (not booleans, ``nan`` or ``inf``) and returns a float.
 * ``str`` accepts only strings; ``X | None`` accepts what ``X`` accepts
   (TOML has no null: ``None`` only ever comes from a default).
 * ``tuple[T, ...]`` accepts an array of ``T``; ``tuple[A, B, C]`` an array of
@@ -16,6 +16,7 @@ name instead of being coerced (``rounds = true`` is not 1 round; ``epochs =
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from functools import lru_cache
@@ -25,7 +26,7 @@ from fedicd.errors import ConfigError
 
 __all__ = ["check_section_values", "describe_value"]
 
-_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_NAMES = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
 
 
 def describe_value(value: Any) -> str:
@@ -69,7 +70,7 @@ def _coerce(value: Any, hint: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
     elif hint is str:
         if isinstance(value, str):

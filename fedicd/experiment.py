@@ -176,9 +176,10 @@ def _report_split(info: dict[str, Any]) -> None:
     for p in ("val", "test"):
         notes, codes = info[f"{p}_notes"], info[f"{p}_codes"]
         if notes < MIN_EVAL_NOTES:
-            log.warning("the %s split has only %d note(s) (fewer than %d): its metrics rest on very few notes; "
-                        "for a corpus this small use data.split = 'kfold' and run every data.fold", p, notes,
-                        MIN_EVAL_NOTES)
+            advice = ("report the mean over every data.fold" if info["split"] == "kfold" else
+                      "for a corpus this small use data.split = 'kfold' and run every data.fold")
+            log.warning("the %s split has only %d note(s) (fewer than %d): its metrics rest on very few notes; %s",
+                        p, notes, MIN_EVAL_NOTES, advice)
         elif codes < MIN_EVAL_CODE_SHARE * info["n_labels"]:
             log.warning("the %s split carries only %d of the %d label-space codes: macro metrics on it miss most "
                         "codes", p, codes, info["n_labels"])
@@ -221,7 +222,6 @@ def restrict_label_space(data: PreparedData, drop: Iterable[str]) -> PreparedDat
     labels, info = _binarize(data.notes, data.parts, mlb)
     label_info = {**data.label_info, **info,
                   "codes_removed": [*data.label_info.get("codes_removed", []), *removed]}
-    _report_split(label_info)
     return PreparedData(notes=data.notes, parts=data.parts, binarizer=mlb, labels=labels, label_info=label_info)
 
 

@@ -99,6 +99,9 @@ class DataConfig:
             raise ConfigError(f"data.train_parts must contain 'train', may add 'val', never 'test'; got {self.train_parts}")
         object.__setattr__(self, "train_parts", tuple(self.train_parts))
         object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions))
+        if not all(0 < f < 1 for f in self.fractions) or not abs(sum(self.fractions) - 1.0) <= 1e-9:
+            raise ConfigError(f"data.fractions must be three numbers in (0, 1) (train, val, test) summing to 1, "
+                              f"got {list(self.fractions)}")
         _check_folds(self)
 
 

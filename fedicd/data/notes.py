@@ -312,7 +312,7 @@ def _attribute_columns(records: Sequence[dict | None], path: Path) -> dict[str, 
     """``[{column: value}, ...]`` per line → ``{column: [value, ...]}``; every line must name the same columns."""
     if all(r is None for r in records):
         return None
-    names = list(records[0] or {})
+    names = list(records[0]) if isinstance(records[0], dict) else []
     for lineno, rec in enumerate(records, start=1):
         if not isinstance(rec, dict) or list(rec) != names:
             raise DataFormatError(f"field 'attributes' must name the columns {names} on every line, "

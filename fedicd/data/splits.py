@@ -55,7 +55,7 @@ class EmptySplitError(ValueError):
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
-    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-9:
+    if len(fractions) != 3 or not all(0 < f < 1 for f in fractions) or not abs(sum(fractions) - 1.0) <= 1e-9:
         raise ValueError(f"fractions must be three positive numbers (train, val, test) summing to 1, got {fractions}")
     return tuple(float(f) for f in fractions)  # type: ignore[return-value]
 
@@ -75,7 +75,10 @@ def _one_cut(y: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np
     if len(y) < 2:  # nothing to cut: everything stays on the kept side
         return np.arange(len(y)), np.empty(0, dtype=np.int64)
     splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
-    keep, cut = next(splitter.split(np.zeros((len(y), 1)), _strata(y)))
+    try:
+        keep, cut = next(splitter.split(np.zeros((len(y), 1)), _strata(y)))
+    except ValueError:  # scikit-learn refuses a size that rounds one side to nothing: treat it as an empty side
+        keep, cut = np.arange(len(y)), np.empty(0, dtype=np.int64)
     n_cut = int(round(test_size * len(y)))
     if (len(cut) == 0 or len(keep) == 0) and 1 <= n_cut < len(y):
         log.warning("iterative stratification left one side of a %d-note cut empty (the codes are too rare to "

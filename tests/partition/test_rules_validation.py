@@ -47,7 +47,8 @@ def embedded(monkeypatch):
     def fake(texts, *args, **kwargs):
         calls.append(len(texts))
         vectors = np.random.default_rng(0).normal(size=(len(texts), 4)).astype(np.float32)
-        return SimpleNamespace(vectors=vectors, model_id="fake", dim=4, n_chunked=0, n_chunks=len(texts), n_cached=0)
+        return SimpleNamespace(vectors=vectors, model_id="fake", dim=4, n_chunked=0, n_chunks=len(texts), n_cached=0,
+                               n_reembedded=0, n_corrupt=0, cache_problems=[], language_check={})
 
     monkeypatch.setattr(experiment, "embed_texts", fake)
     return calls

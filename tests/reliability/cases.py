@@ -9,7 +9,7 @@ for what every case checks besides its own words.
 from __future__ import annotations
 
 from tests.reliability.catalogue import (
-    ROWS, SPANISH, Case, attack, corpus_config, embedded_then, finished_central_run, overwrite_cache_rows, truncate_cache, gz_garbage, header_only, jsonl_bad, put, run, tabular, tiny_central,
+    ROWS, SPANISH, Case, attack, only_fedicd_files_left, corpus_config, embedded_then, finished_central_run, overwrite_cache_rows, truncate_cache, gz_garbage, header_only, jsonl_bad, put, run, tabular, tiny_central,
     tiny_federated, with_config, write_config,
 )
 
@@ -34,8 +34,21 @@ LOST = [
          ("already holds files",), setup=with_config(C, put("out/leakage_utility.json", "{}")),
          argv=lambda ws: ["attack", "attribute", str(ws / "cfg.toml"), "--out", str(ws / "out")]),
     Case("overwrite-foreign-folder", "lost", "`--overwrite` on a folder of files fedicd did not write",
-         ("fedicd did not write", "nothing was removed"), setup=with_config(C, put("out/thesis.tex")),
+         ("fedicd did not write", "nothing was changed"), setup=with_config(C, put("out/thesis.tex")),
          argv=lambda ws: run()(ws) + ["--overwrite"]),
+    Case("overwrite-earlier-run", "lost", "`--overwrite` into the folder of a finished central run",
+         ("results:",), exit=0, replaces=True, setup=lambda ws: (finished_central_run(ws), C(ws)),
+         argv=lambda ws: run()(ws) + ["--overwrite"], check=lambda ws, _: only_fedicd_files_left(ws / "out"),
+         needs="minilm"),
+    Case("overwrite-then-failure", "lost", "`--overwrite` with a command that then fails (the earlier run "
+         "must come back)", ("nope.csv",), setup=lambda ws: (finished_central_run(ws), C(ws)),
+         argv=lambda ws: run('data.source="tabular"', 'data.path="nope.csv"')(ws) + ["--overwrite"], needs="minilm"),
+    Case("overwrite-stray-results-file", "lost", "`--overwrite` on a folder holding a results.json beside "
+         "other files", ("fedicd did not write (thesis.tex)",),
+         setup=with_config(C, lambda ws: (put("out/results.json")(ws), put("out/thesis.tex")(ws))),
+         argv=lambda ws: run()(ws) + ["--overwrite"]),
+    Case("resume-and-overwrite", "lost", "`--resume --overwrite` together", ("give one of them",),
+         setup=F, argv=lambda ws: run()(ws) + ["--resume", "--overwrite"]),
     Case("resume-empty-folder", "lost", "`--resume` on an empty folder", ("no run to continue",),
          setup=with_config(F, lambda ws: (ws / "out").mkdir()), argv=lambda ws: run()(ws) + ["--resume"]),
 ]
@@ -81,13 +94,14 @@ MESSAGE = [
 CACHE = [
     Case("cache-rows-overwritten", "wrong", "300 cached vectors overwritten with finite garbage (were served)",
          ("fail their checksum", "re-embedded after failing the cache check"), exit=0,
-         setup=lambda ws: embedded_then(ws, overwrite_cache_rows), argv=run(verb="embed")),
+         setup=lambda ws: embedded_then(ws, overwrite_cache_rows), argv=run(verb="embed"), needs="minilm"),
     Case("cache-truncated", "message", "a truncated cache file (numpy's `mmap length` error, no file named)",
          ("vectors are unreadable", ".npy"), exit=0, setup=lambda ws: embedded_then(ws, truncate_cache),
-         argv=run(verb="embed")),
+         argv=run(verb="embed"), needs="minilm"),
     Case("foreign-language-text", "corpus", "Spanish notes through the English default encoder",
          ("texts look like another language than English",), exit=0,
-         setup=lambda ws: tabular(ws, ROWS(12, text=lambda i: SPANISH[i % len(SPANISH)])), argv=run(verb="embed")),
+         setup=lambda ws: tabular(ws, ROWS(12, text=lambda i: SPANISH[i % len(SPANISH)])), argv=run(verb="embed"),
+         needs="minilm"),
 ]
 
 RULES = [

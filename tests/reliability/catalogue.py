@@ -47,7 +47,8 @@ class Case:
     ``argv`` builds the command line inside the workspace ``ws`` (after
     ``setup`` prepared it); ``shows`` are substrings that must appear in what
     the command printed (stdout + stderr); ``exit`` is its status.
-    ``patch`` names a fault injected in-process (see ``PATCHES`` in the test).
+    ``patch`` names a fault injected in-process (see ``PATCHES`` in the test);
+    ``check`` asserts more about the workspace and what was printed.
     """
 
     id: str
@@ -61,6 +62,7 @@ class Case:
     patch: str | None = None
     covered_by: str | None = None
     needs: str | None = None  # "minilm" or "codiesp"
+    replaces: bool = False  # a successful command may replace earlier files (--overwrite)
 
 
 # ------------------------------------------------------------------ workspace builders
@@ -195,6 +197,13 @@ def finished_central_run(ws: Path) -> None:
     from tests.reliability.shared_runs import central_run
 
     shutil.copytree(central_run(), ws / "out")
+
+
+def only_fedicd_files_left(out: Path) -> None:
+    """After a successful --overwrite: the new results, and nothing set aside (all of it was fedicd's)."""
+    from fedicd.output_dir import PREVIOUS
+
+    assert (out / "results.json").exists() and not (out / PREVIOUS).exists(), sorted(p.name for p in out.iterdir())
 
 
 def cfg(ws: Path) -> str:

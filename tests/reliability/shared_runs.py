@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +17,7 @@ def central_run() -> Path:
     from fedicd.cli import main
 
     ws = Path(tempfile.mkdtemp(prefix="fedicd-catalogue-"))
+    atexit.register(shutil.rmtree, ws, True)
     code = main(["run", str(tiny_central(ws)), "--out", str(ws / "run")])
     if code != 0:
         raise RuntimeError(f"the shared central run failed with exit {code}")
