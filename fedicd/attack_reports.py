@@ -82,6 +82,7 @@ class AttackData:
     columns: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # column -> part -> values
     icd10_codes: bool = True                # every label is an ICD-10 code (the code built-ins apply)
     label_kind: str = "icd10"
+    attribute: tuple[str, dict[str, list]] | None = None  # the attacked attribute's key and values per part
 
     @property
     def utility_metric(self) -> str:
@@ -90,10 +91,8 @@ class AttackData:
 
 
 def _label_kind(cfg, notes) -> tuple[str, bool]:
-    """``data.label_kind`` (``icd10`` where the config predates it) and whether every note is ICD-10 coded."""
-    kind = getattr(cfg.data, "label_kind", None) or ("icd9" if cfg.data.icd_version == 9 else "icd10")
-    if getattr(notes, "label_kind", None) == "free":  # the notes say "icd" or "free"
-        kind = "free"
+    """``data.label_kind`` and whether every note is ICD-10 coded."""
+    kind = cfg.data.label_kind
     return kind, kind == "icd10" and all(v == 10 for v in notes.icd_version)
 
 
@@ -110,12 +109,12 @@ def load_attack_data(cfg, attribute: str | None = None) -> AttackData:
     kind, icd10 = _label_kind(cfg, notes)
     texts = _by_part(notes.texts, parts)
     sites = None if notes.sites is None else _by_part(notes.sites, parts)
-    columns = {c: _by_part(v, parts) for c, v in (getattr(notes, "attributes", None) or {}).items()}
+    columns = {c: _by_part(v, parts) for c, v in (notes.attributes or {}).items()}
     d = AttackData(cfg, {}, texts, _by_part(notes.codes, parts), data.labels, [], np.empty((0, 0), np.float32),
                    sites=sites, columns=columns, icd10_codes=icd10, label_kind=kind)
     if attribute is not None:
-        key, values = attribute_values(d, attribute)
-        check_attribute_values(values["train"], values["test"], name=key)
+        d.attribute = attribute_values(d, attribute)
+        check_attribute_values(d.attribute[1]["train"], d.attribute[1]["test"], name=d.attribute[0])
     _embed_parts(d, notes, parts)
     return d
 

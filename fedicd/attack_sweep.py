@@ -29,7 +29,7 @@ from attacks import AdversaryView
 from attacks.attribute import clamp_labelled, is_missing
 from attacks.defences import DimensionReducer, fit_range, gaussian_noise, quantize
 from attacks.generative import GenerativeConfig
-from fedicd.attack_reports import (AttackData, attribute_values, bow_report, column_report, generative_report,
+from fedicd.attack_reports import (AttackData, bow_report, column_report, generative_report,
                                    load_attack_data)
 from fedicd.errors import ConfigError
 from fedicd.train import TrainConfig
@@ -108,8 +108,7 @@ def label_utility(defended: dict[str, np.ndarray], labels: dict[str, np.ndarray]
 icd_utility = label_utility  # the name experiments/defence_curve.py imports
 
 
-def _attack(d: AttackData, attack: str, defend, *, attribute: str, n_labelled: int, gen_cfg: GenerativeConfig,
-            gen_spans: int):
+def _attack(d: AttackData, attack: str, defend, *, n_labelled: int, gen_cfg: GenerativeConfig, gen_spans: int):
     victims = d.texts["test"]
     if attack == "bow":
         view = AdversaryView(target_embeddings=defend(d.vectors["test"]), aux_texts=d.aux_texts,
@@ -120,7 +119,7 @@ def _attack(d: AttackData, attack: str, defend, *, attribute: str, n_labelled: i
                                  defend=defend, seed=d.cfg.seed)
     view = AdversaryView(target_embeddings=defend(d.vectors["test"]), aux_texts=d.texts["train"],
                          aux_embeddings=defend(d.vectors["train"]))
-    key, values = attribute_values(d, attribute)
+    key, values = d.attribute
     return column_report(view, values["train"], values["test"], name=key, n_labelled=n_labelled, seed=d.cfg.seed)
 
 
@@ -139,9 +138,9 @@ def _check_request(attack: str, specs: list, attribute: str, n_labelled: int, ge
         raise ConfigError(f"--gen-spans must be at least 1, got {gen_spans}")
 
 
-def _labelled_budget(d: AttackData, attribute: str, n_labelled: int) -> int:
+def _labelled_budget(d: AttackData, n_labelled: int) -> int:
     """``n_labelled`` clamped once (logged) to the training notes that have a value for the attribute."""
-    key, values = attribute_values(d, attribute)
+    key, values = d.attribute
     available = sum(not is_missing(v) for v in values["train"])
     return clamp_labelled(n_labelled, available, key) if available >= 2 else n_labelled  # < 2: the attack says why
 
@@ -167,13 +166,12 @@ def run_attack_sweep(cfg, attack: str, out: str | Path, *, defences: Sequence[st
     d = load_attack_data(cfg, attribute=attribute if attack == "attribute" else None)
     extra = {"n_labelled_requested": n_labelled} if attack == "attribute" else {}
     if attack == "attribute":
-        n_labelled = _labelled_budget(d, attribute, n_labelled)
+        n_labelled = _labelled_budget(d, n_labelled)
     gen_cfg = gen_cfg or GenerativeConfig(seed=cfg.seed, corrector_steps=2, candidates=4)
     out, rows, metric = Path(out), [], None
     for kind, strength in specs:
         defend = make_defence(kind, strength, d.vectors["train"], seed=cfg.seed)
-        report = _attack(d, attack, defend, attribute=attribute, n_labelled=n_labelled, gen_cfg=gen_cfg,
-                         gen_spans=gen_spans)
+        report = _attack(d, attack, defend, n_labelled=n_labelled, gen_cfg=gen_cfg, gen_spans=gen_spans)
         metric = metric or _leakage_metric(attack, report)
         utility = label_utility({p: defend(v) for p, v in d.vectors.items()}, d.labels, cfg.seed, cfg.train)
         name = f"{kind}" if kind == "none" else f"{kind}_{strength}"
