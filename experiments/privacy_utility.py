@@ -51,8 +51,7 @@ def main() -> None:
             tag = "none" if level == "none" else f"{level}_eps{eps:g}"
             res = run_federated(load_config(path, [*base, *extra]), args.out / name / tag)
             priv = res["privacy"]
-            spent = {"none": math.inf, "sample": priv.get("final_epsilon_max"),
-                     "client": priv.get("final_epsilon")}[level]
+            spent = math.inf if level == "none" else priv["epsilon"]  # sample-level: the max over clients
             sigma = (max(c["noise_multiplier"] for c in priv["clients"]) if level == "sample"
                      else priv.get("noise_multiplier", 0.0))
             rows.append({"config": name, "clients": len(res["client_sizes"]), "dp": level, "target_epsilon": eps,

@@ -33,6 +33,14 @@ class FedConfig:
     registers its nodes over a few seconds, and Flower's sampler would
     otherwise draw from whoever is there: a first round with 1 of 3 clients).
 
+    ``max_rejected_share``: the largest share, in [0, 1], of the sampled
+    clients' updates (summed over all rounds) that may fail to reach the
+    global model, refused by the server (a NaN or wrongly shaped update, a
+    ciphertext under another key, a halted SecAgg+ round) or lost (a client
+    error, no reply), before the run counts as failed: its results are
+    written, then ``fedicd run`` exits non-zero with a summary. A run in which
+    no round updated the model fails whatever this share.
+
     ``local_optimizer`` is the clients' optimizer: ``"adamw"`` (the paper's,
     re-created every round, as in Flower's examples) or ``"sgd"`` (plain SGD,
     no state). ``local_lr`` is its peak learning rate (0 = ``train.lr``),
@@ -69,6 +77,7 @@ class FedConfig:
     fault_clients: tuple[int, ...] = ()
     fault_kind: str = "raise"
     fault_rounds: tuple[int, ...] = ()
+    max_rejected_share: float = 0.5
 
     def __post_init__(self) -> None:
         if not self.node_wait_s >= 0:
@@ -76,7 +85,7 @@ class FedConfig:
         for name in ("rounds", "local_epochs", "total_cpus", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"federated.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("fraction_train", "fraction_evaluate"):
+        for name in ("fraction_train", "fraction_evaluate", "max_rejected_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"federated.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.strategy not in STRATEGY_NAMES:

@@ -21,13 +21,18 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedicd.federated.checkpoint import load_checkpoint, save_checkpoint
 from fedicd.federated.data import load_server_data, read_run_meta
-from fedicd.federated.records import from_record, message_bytes, to_record
+from fedicd.federated.records import from_record, message_bytes
+from fedicd.federated.runtime import PROGRESS_LOGGER, RunControl, StoppableGrid, progress_line
+from fedicd.federated.secure_rounds import (RoundResult, attach_encrypted_model, check_resumed_key, ckks_aggregate,
+                                            ckks_parties, model_record, reply_metrics, secagg_round,
+                                            secagg_settings)
 from fedicd.metrics import choose_threshold, f1_scores
 from fedicd.train import TrainConfig
 
 __all__ = ["make_server_app", "run_rounds", "initial_arrays", "global_eval"]
 
 log = logging.getLogger(__name__)
+progress = logging.getLogger(PROGRESS_LOGGER)
 
 
 def initial_arrays(train_cfg: TrainConfig, input_dim: int, n_labels: int) -> dict[str, np.ndarray]:
@@ -72,124 +77,42 @@ def _sorted_replies(replies: list[Message]) -> list[Message]:
     return sorted(replies, key=key)
 
 
-def _model_record(arrays: dict[str, np.ndarray]):
-    """What a message carries as the global model: the plain arrays, or nothing plain under CKKS."""
-    from flwr.app import ArrayRecord
-
-    from fedicd.secure.ckks_round import STATE_KEY
-
-    return ArrayRecord() if STATE_KEY in arrays else to_record(arrays)
-
-
-def _attach_encrypted_model(messages: list[Message], arrays: dict[str, np.ndarray]) -> None:
-    """Under CKKS, every message carries the encrypted global model (the last aggregate)."""
-    from flwr.app import Array, ArrayRecord
-
-    from fedicd.secure.ckks_round import CKKS_RECORD, STATE_KEY
-
-    if STATE_KEY in arrays:
-        for msg in messages:
-            msg.content[CKKS_RECORD] = ArrayRecord(array_dict={"bytes": Array(arrays[STATE_KEY])})
+def _validator_log(strategy) -> list[dict]:
+    """The ``rejections`` list of the UpdateValidator in ``strategy``'s wrapper chain (a fresh list if none)."""
+    while strategy is not None:
+        if isinstance(getattr(strategy, "rejections", None), list):
+            return strategy.rejections
+        strategy = getattr(strategy, "strategy", None)
+    return []
 
 
-def _ckks_aggregate(ckks, rnd: int, replies: list[Message]):
-    """Add the clients' encrypted updates (the server cannot decrypt them); rejected ones are listed."""
-    from fedicd.secure.ckks_round import CKKS_RECORD, STATE_KEY
-
-    updates, rejected = [], []
-    for msg in replies:
-        if msg.has_error():
-            continue
-        pid = int(next(iter(msg.content.metric_records.values()), {}).get("partition-id", -1))
-        if CKKS_RECORD not in msg.content.array_records:
-            rejected.append({"partition-id": pid, "reason": "no encrypted update in the reply (a client without "
-                                                            "the key, or not running CKKS)"})
-            continue
-        updates.append((pid, msg.content[CKKS_RECORD]))
-    t0 = time.perf_counter()
-    aggregate, bad = ckks.aggregate(updates)
-    seconds = time.perf_counter() - t0
-    rejected = [{"round": rnd, **r} for r in rejected + bad]
-    accepted = {u for u, _ in updates} - {r["partition-id"] for r in bad}
-    ok = [m for m in (next(iter(msg.content.metric_records.values()), {}) for msg in replies if not msg.has_error())
-          if int(m.get("partition-id", -1)) in accepted]
-    # unweighted means: the example counts travel encrypted
-    metrics = {k: float(np.mean(vals)) for k in ("train_loss", "encrypt_seconds", "decrypt_seconds")
-               if (vals := [float(m[k]) for m in ok if k in m])}
-    metrics["aggregate_seconds"] = seconds
-    if aggregate is None:
-        return None, metrics, rejected
-    metrics["clipped_values"] = float(aggregate.n_clipped)
-    metrics["clients_aggregated"] = float(aggregate.n_clients)
-    return {STATE_KEY: np.frombuffer(aggregate.to_bytes(), dtype=np.uint8).copy()}, metrics, rejected
-
-
-def _secagg_train_round(strategy, grid: Grid, rnd: int, arrays, config: ConfigRecord, meta: dict, sa_cfg,
-                        rejections: list[dict]):
-    """One round through Flower's SecAgg+ workflow: the server learns only the weighted sum.
-
-    The strategy's ``configure_train`` picks the clients and builds the config (e.g. FedProx's
-    mu); Flower's workflow runs the four SecAgg+ stages; the unmasked average goes through the
-    strategy's ``aggregate_train`` as one reply. Too many dropouts: no update this round, and the
-    halt (with Flower's reasons) is appended to ``rejections``.
-    """
-    from fedicd.secure.secagg import SecAggDropoutError, secagg_train_round, strategy_reply
-
-    messages = list(strategy.configure_train(rnd, to_record(arrays), config, grid))
-    wkey = getattr(strategy, "weighted_by_key", "num-examples")
-    try:
-        new, info = secagg_train_round(grid, rnd, arrays, messages[0].content["config"], sa_cfg,
-                                       node_ids=[m.metadata.dst_node_id for m in messages], weight_key=wkey,
-                                       rounding_seed=meta["seed"] * 1_000_003 + rnd)
-        agg, metrics = strategy.aggregate_train(rnd, [strategy_reply(messages[0], new, info, wkey)])
-    except SecAggDropoutError as exc:
-        info, agg, metrics = exc.info, None, None
-        rejections.append({"round": rnd, "reason": f"SecAggDropoutError: {exc}"})
-    per_client = {f"epsilon_client_{int(m['partition-id'])}": float(m["epsilon"])
-                  for m in info["client_metrics"] if "epsilon" in m and "partition-id" in m}
-    metrics = {**(metrics or {}), "secagg_survivors": float(info["survivors"]),
-               "secagg_clipped_entries": float(info["clipped_entries"])}
-    return (agg, metrics, info["bytes_sent"], info["bytes_received"], info["dropouts"], info["clients_sampled"],
-            per_client)
-
-
-def _secagg_settings(meta: dict):
-    """Flower's SecAgg+ parameters of the run (``max_weight = 0`` → the largest client)."""
-    from fedicd.secure.config import SecureAggConfig
-
-    secure = SecureAggConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                for k, v in meta["config"]["secure_aggregation"].items()})
-    return secure.secagg(largest_client=max(meta["client_sizes"]))
-
-
-def _train_round(strategy, grid: Grid, rnd: int, arrays, config: ConfigRecord, timeout: float, ckks=None,
-                 rejections: list[dict] | None = None):
-    messages = list(strategy.configure_train(rnd, _model_record(arrays), config, grid))
-    _attach_encrypted_model(messages, arrays)
+def _train_round(strategy, grid: Grid, rnd: int, arrays, config: ConfigRecord, timeout: float, ckks,
+                 rejections: list[dict]) -> RoundResult:
+    """Send the round's train messages, aggregate the replies; refusals and lost replies go to ``rejections``."""
+    messages = list(strategy.configure_train(rnd, model_record(arrays), config, grid))
+    attach_encrypted_model(messages, arrays)
     replies = _sorted_replies(list(grid.send_and_receive(messages, timeout=timeout)))
-    per_client = _client_epsilons(replies)
     if ckks is not None:
-        new_arrays, metrics, rejected = _ckks_aggregate(ckks, rnd, replies)
-        rejections.extend(rejected)
-    else:
+        new_arrays, metrics, entries, refused = ckks_aggregate(ckks, rnd, replies)
+        rejections.extend(entries)
+    else:  # UpdateValidator's refusals are taken from its log by the round loop, after evaluation
+        validator, before = _validator_log(strategy), len(_validator_log(strategy))
         new_arrays, metrics = strategy.aggregate_train(rnd, replies)
-    failures = sum(m.has_error() for m in replies) + max(0, len(messages) - len(replies))
-    if len(replies) < len(messages):
-        log.warning("round %d: %d of %d train messages got no reply; counted as client failures", rnd,
-                    len(messages) - len(replies), len(messages))
-    return new_arrays, metrics, message_bytes(messages), message_bytes(replies), failures, len(messages), per_client
+        refused = sum(not str(r["reason"]).startswith("client error") for r in validator[before:])
+    missing = max(0, len(messages) - len(replies))
+    if missing:
+        log.warning("round %d: %d of %d train messages got no reply; counted as client failures", rnd, missing,
+                    len(messages))
+        rejections.extend({"round": rnd, "reason": "no reply within federated.timeout_s"} for _ in range(missing))
+    failures = sum(m.has_error() for m in replies) + missing + refused
+    return RoundResult(new_arrays, metrics or {}, message_bytes(messages), message_bytes(replies), len(messages),
+                       failures=failures, refused=refused, epsilons=_client_epsilons(replies))
 
 
 def _client_epsilons(replies: list[Message]) -> dict[str, float]:
     """Every replying client's sample-level ε so far (``epsilon_client_<partition-id>``)."""
-    out = {}
-    for msg in replies:
-        if msg.has_error():
-            continue
-        metrics = next(iter(msg.content.metric_records.values()), {})
-        if "epsilon" in metrics:
-            out[f"epsilon_client_{int(metrics['partition-id'])}"] = float(metrics["epsilon"])
-    return out
+    return {f"epsilon_client_{int(m['partition-id'])}": float(m["epsilon"])
+            for m in map(reply_metrics, replies) if "epsilon" in m}
 
 
 RELEASE_LOG = "client_dp_releases.jsonl"
@@ -246,19 +169,21 @@ def _client_dp_row(strategy) -> dict[str, float]:
 
 
 def _evaluate_round(strategy, grid: Grid, rnd: int, arrays, timeout: float):
-    messages = list(strategy.configure_evaluate(rnd, _model_record(arrays), ConfigRecord(), grid))
-    _attach_encrypted_model(messages, arrays)
+    messages = list(strategy.configure_evaluate(rnd, model_record(arrays), ConfigRecord(), grid))
+    attach_encrypted_model(messages, arrays)
     if not messages:
         return None, 0, 0
     replies = list(grid.send_and_receive(messages, timeout=timeout))
     return strategy.aggregate_evaluate(rnd, replies), message_bytes(messages), message_bytes(replies)
 
 
-def _wait_for_nodes(grid: Grid, expected: int, timeout: float, rnd: int) -> int:
+def _wait_for_nodes(grid: Grid, expected: int, timeout: float, rnd: int, control: RunControl | None) -> int:
     """Block until ``expected`` nodes are connected (or ``timeout`` passes); returns how many are."""
     start = time.monotonic()
     deadline = start + timeout
     while True:
+        if control is not None:
+            control.check()
         connected = len(list(grid.get_node_ids()))
         if connected >= expected:
             if time.monotonic() - start > 0.01:
@@ -272,123 +197,95 @@ def _wait_for_nodes(grid: Grid, expected: int, timeout: float, rnd: int) -> int:
         time.sleep(0.05)
 
 
-def run_rounds(grid: Grid, run_dir: Path) -> None:
-    """Run (or resume) every round of the run described by ``run_dir/run_meta.json``."""
-    from fedicd.strategies import build_strategy, load_strategy_state, strategy_state
+def _start_state(run_dir: Path, strategy, train_cfg: TrainConfig, meta: dict) -> tuple[dict, list, list, int]:
+    """(global arrays, history, rejections, first round): fresh, or from the last checkpoint."""
+    from fedicd.strategies import load_strategy_state
+
+    ckpt = load_checkpoint(run_dir)
+    if ckpt is None:
+        return initial_arrays(train_cfg, meta["input_dim"], meta["n_labels"]), [], [], 1
+    load_strategy_state(strategy, ckpt["strategy_state"])
+    _recount_lost_releases(run_dir, strategy, ckpt["round"])
+    log.info("resuming %s at round %d", run_dir, ckpt["round"] + 1)
+    return ckpt["arrays"], ckpt["history"], ckpt["rejections"], ckpt["round"] + 1
+
+
+def _row(rnd: int, res: RoundResult, evaluated: tuple, strategy) -> dict:
+    """The history row of a round, before the server's own scores."""
+    eval_metrics, sent_e, received_e = evaluated
+    return {"round": rnd, "clients_sampled": res.sampled, "client_failures": res.failures,
+            "updates_rejected": res.refused, "updated": res.arrays is not None,
+            "bytes_sent": res.sent + sent_e, "bytes_received": res.received + received_e,
+            **{f"train_{k}": float(v) for k, v in res.metrics.items()
+               if k not in ("partition-id", "epsilon", "unit-weight")},
+            **res.epsilons, **_client_dp_row(strategy),
+            **{f"client_{k}": float(v) for k, v in (eval_metrics or {}).items()}}
+
+
+def run_rounds(grid: Grid, run_dir: Path, control: RunControl | None = None) -> None:
+    """Run (or resume) every round of the run described by ``run_dir/run_meta.json``.
+
+    Each round's history row counts ``client_failures`` (sampled clients whose update did not reach
+    the aggregate: client errors, missing replies, refused updates) and, among them,
+    ``updates_rejected`` (updates the server refused); every refusal's reason is kept in the
+    checkpoint's ``rejections``. ``control``: the driver's stop request, checked between messages.
+    """
+    from fedicd.strategies import build_strategy, strategy_state
 
     meta = read_run_meta(run_dir)
     fed, train_cfg = meta["federated"], TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
                                                        for k, v in meta["train"].items()})
+    grid = StoppableGrid(grid, control) if control is not None else grid
     strategy = build_strategy(fed["strategy"], **meta["strategy_args"])
-    ckpt = load_checkpoint(run_dir)
-    if ckpt is None:
-        arrays, history, rejections, start = initial_arrays(train_cfg, meta["input_dim"], meta["n_labels"]), [], [], 1
-    else:
-        arrays, history, rejections, start = ckpt["arrays"], ckpt["history"], ckpt["rejections"], ckpt["round"] + 1
-        load_strategy_state(strategy, ckpt["strategy_state"])
-        _recount_lost_releases(run_dir, strategy, ckpt["round"])
-        log.info("resuming %s at round %d", run_dir, start)
+    arrays, history, rejections, start = _start_state(run_dir, strategy, train_cfg, meta)
     data = load_server_data(run_dir)
-    ckks, evaluator = _ckks_parties(meta, train_cfg)
-    _check_resumed_key(ckks, arrays)
+    ckks, evaluator = ckks_parties(meta, train_cfg)
+    check_resumed_key(ckks, arrays)
     secure_method = meta["config"].get("secure_aggregation", {}).get("method", "none")
-    sa_cfg = _secagg_settings(meta) if secure_method == "secagg+" else None
+    sa_cfg = secagg_settings(meta) if secure_method == "secagg+" else None
+    validator = _validator_log(strategy)
     for rnd in range(start, fed["rounds"] + 1):
-        t0 = time.perf_counter()
-        _wait_for_nodes(grid, meta["n_clients"], float(fed.get("node_wait_s", 120.0)), rnd)
+        t0, logged = time.perf_counter(), len(validator)
+        _wait_for_nodes(grid, meta["n_clients"], float(fed.get("node_wait_s", 120.0)), rnd, control)
         config = ConfigRecord({"local-epochs": fed["local_epochs"]})
         if secure_method == "secagg+":
-            new, train_metrics, sent, received, failures, sampled, epsilons = _secagg_train_round(
-                strategy, grid, rnd, arrays, config, meta, sa_cfg, rejections)
+            res = secagg_round(strategy, grid, rnd, arrays, config, meta, sa_cfg, rejections)
         else:
-            new, train_metrics, sent, received, failures, sampled, epsilons = _train_round(
-                strategy, grid, rnd, arrays, config, fed["timeout_s"], ckks, rejections)
-        if new is None:
+            res = _train_round(strategy, grid, rnd, arrays, config, fed["timeout_s"], ckks, rejections)
+        if res.arrays is None:
             log.warning("round %d: no valid update; the global model is unchanged", rnd)
         else:
-            arrays = new if isinstance(new, dict) else from_record(new)  # CKKS: the encrypted aggregate
+            arrays = res.arrays if isinstance(res.arrays, dict) else from_record(res.arrays)  # CKKS: encrypted
             _log_release(run_dir, strategy, rnd)
-        eval_metrics, sent_e, received_e = _evaluate_round(strategy, grid, rnd, arrays, fed["timeout_s"])
-        row = {"round": rnd, "clients_sampled": sampled, "client_failures": failures,
-               "updated": new is not None, "bytes_sent": sent + sent_e, "bytes_received": received + received_e,
-               **{f"train_{k}": float(v) for k, v in (train_metrics or {}).items()
-                  if k not in ("partition-id", "epsilon", "unit-weight")},
-               **epsilons, **_client_dp_row(strategy),
-               **{f"client_{k}": float(v) for k, v in (eval_metrics or {}).items()}}
+        row = _row(rnd, res, _evaluate_round(strategy, grid, rnd, arrays, fed["timeout_s"]), strategy)
         plain = evaluator(arrays) if evaluator else arrays
         if plain is not None:  # CKKS without an evaluator: nobody here can read the global model
             row.update(global_eval(train_cfg, meta, plain, data))
         if evaluator is not None:
             row["evaluator_decrypt_seconds"] = evaluator.last_seconds
         row["seconds"] = time.perf_counter() - t0
-        new_rejections = getattr(strategy, "rejections", [])
         history.append(row)
+        rejections.extend(validator[logged:])
         if rnd % fed["checkpoint_every"] == 0 or rnd == fed["rounds"]:
             save_checkpoint(run_dir, server_round=rnd, arrays=arrays, strategy_state=strategy_state(strategy),
-                            history=history, rejections=rejections + list(new_rejections))
+                            history=history, rejections=rejections)
         log.info("round %d: %s", rnd, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+        progress.info("%s", progress_line(row, fed["rounds"]))
 
 
-def _ckks_parties(meta: dict, train_cfg: TrainConfig, secret_path: str | None = None):
-    """Under CKKS: the server's aggregator (public context only) and the evaluator, or (None, None).
+def make_server_app(run_dir: str | None = None, control: RunControl | None = None) -> ServerApp:
+    """A ServerApp running the rounds of ``run_dir`` (or the run config's ``run-dir``).
 
-    The evaluator turns the encrypted global model into plain arrays; it exists only when
-    ``secure_aggregation.evaluator_key`` (or ``secret_path``, the driver's own key after the run)
-    names a secret context — otherwise it returns None for an encrypted model and nothing here
-    opens a secret context (see :mod:`fedicd.secure.ckks_round`).
+    ``control`` (the simulation driver's): the rounds stop when it asks, and it learns when they ended.
     """
-    secure = meta["config"].get("secure_aggregation", {})
-    if secure.get("method", "none") != "ckks":
-        return None, None
-    from fedicd.secure.ckks_round import CkksKeyHolder, CkksServer, STATE_KEY
-
-    init = initial_arrays(train_cfg, meta["input_dim"], meta["n_labels"])
-    layout = tuple((k, tuple(int(s) for s in v.shape)) for k, v in init.items())
-    key_dir = Path(secure["key_dir"])
-    server = CkksServer(key_dir, layout)
-    secret_path = secret_path or secure.get("evaluator_key") or None
-    holder = CkksKeyHolder(secret_path, key_dir) if secret_path else None
-    dtypes = {k: v.dtype for k, v in init.items()}
-
-    def evaluator(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-        evaluator.last_seconds = 0.0
-        if STATE_KEY not in arrays:
-            return arrays
-        if holder is None:
-            return None
-        from flwr.app import Array, ArrayRecord
-
-        t0 = time.perf_counter()
-        plain = holder.decrypt(ArrayRecord(array_dict={"bytes": Array(arrays[STATE_KEY])}), dtypes)
-        evaluator.last_seconds = time.perf_counter() - t0
-        return plain
-
-    evaluator.last_seconds = 0.0
-    return server, evaluator
-
-
-def _check_resumed_key(ckks, arrays: dict[str, np.ndarray]) -> None:
-    """A checkpointed encrypted model must be under the key the run now has."""
-    if ckks is None:
-        return
-    from fedicd.secure.ckks import EncryptedUpdate
-    from fedicd.secure.ckks_round import STATE_KEY
-
-    if STATE_KEY not in arrays:
-        return
-    key = EncryptedUpdate.from_bytes(arrays[STATE_KEY].tobytes()).key_id
-    if key != ckks.key:
-        raise RuntimeError(f"the checkpoint's encrypted global model was made under key {key}, but the key folder "
-                           f"now holds key {ckks.key}: the keys were regenerated, and this run cannot resume "
-                           "(start a new run)")
-
-
-def make_server_app(run_dir: str | None = None) -> ServerApp:
-    """A ServerApp running the rounds of ``run_dir`` (or the run config's ``run-dir``)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_rounds(grid, Path(run_dir or str(context.run_config["run-dir"])))
+        try:
+            run_rounds(grid, Path(run_dir or str(context.run_config["run-dir"])), control)
+        finally:
+            if control is not None:
+                control.finished.set()
 
     return app

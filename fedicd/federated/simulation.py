@@ -7,6 +7,13 @@ through ``flwr.simulation.run_simulation`` with ``total_cpus`` CPUs and
 chosen on validation) and writes ``results.json``, ``history.csv`` and
 ``learning_curves.png``. ``resume=True`` continues from the last checkpoint
 of ``out_dir`` (the config must be the one the run started with).
+
+How a run ends (docs/federated-runs.md): results are written, then a run in
+which no round updated the model, or too many client updates were refused or
+lost (``federated.max_rejected_share``), raises :class:`RunFailedError`; a crash
+advises ``--resume`` only when a checkpoint exists and the cause can change.
+Flower's and Ray's logs go to ``<out>/framework.log`` (and only there unless
+verbose); a watchdog ends Ray's processes if the driver is killed.
 """
 
 from __future__ import annotations
@@ -16,16 +23,21 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 
 from fedicd.config import ExperimentConfig, config_to_dict
 from fedicd.federated.checkpoint import load_checkpoint
 from fedicd.federated.data import load_server_data, read_run_meta, stage_data, write_run_meta
+from fedicd.federated.outcome import (RunFailedError, RunInterruptedError, crash_message, failure_message,
+                                      run_outcome)
+from fedicd.federated.runtime import (FRAMEWORK_LOG, PROGRESS_LOGGER, RunControl, framework_logs,
+                                      interrupt_on_signals, is_verbose)
 from fedicd.metrics import choose_threshold, compute_metrics, top_k_labels
 from fedicd.train import predict_proba
 
-__all__ = ["run_federated", "simulate", "build_meta", "strategy_args"]
+__all__ = ["run_federated", "simulate", "build_meta", "strategy_args", "backend_config", "RunFailedError"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +93,19 @@ def _stage(cfg: ExperimentConfig, out: Path) -> dict:
     return meta
 
 
+def _check_keys(cfg: ExperimentConfig) -> None:
+    """Under CKKS, the key folder's public context and every secret context the run reads hold one key pair."""
+    secure = cfg.secure_aggregation
+    if secure.method != "ckks":
+        return
+    from fedicd.secure.ckks_round import check_key_pair
+
+    secrets = [Path(secure.key_dir) / "secret.ctx"]  # what the simulation's clients read
+    if secure.evaluator_key:
+        secrets.append(Path(secure.evaluator_key))
+    check_key_pair(secure.key_dir, secrets)
+
+
 def _check_secure(cfg: ExperimentConfig, meta: dict) -> None:
     """Secure-aggregation checks that need the staged clients and the model, before the first round."""
     if not cfg.secure_aggregation.enabled:
@@ -96,22 +121,75 @@ def _check_secure(cfg: ExperimentConfig, meta: dict) -> None:
                          arrays=initial_arrays(train_cfg, meta["input_dim"], meta["n_labels"]))
 
 
-def simulate(out: str | Path, meta: dict) -> float:
-    """Run the ServerApp and the ClientApps of a staged run directory; returns wall seconds."""
+def backend_config(fed: dict, *, quiet: bool) -> dict:
+    """Flower's Ray backend settings: the run's CPUs; when quiet, Ray's workers do not log to the driver."""
+    init = {"num_cpus": fed["total_cpus"], "num_gpus": 0}
+    if quiet:
+        init.update({"logging_level": "ERROR", "log_to_driver": False})
+    return {"client_resources": {"num_cpus": fed["client_cpus"], "num_gpus": 0.0}, "init_args": init}
+
+
+def simulate(out: str | Path, meta: dict, *, verbose: bool | None = None) -> float:
+    """Run the ServerApp and the ClientApps of a staged run directory; returns wall seconds.
+
+    Flower's and Ray's logs go to ``<out>/framework.log`` (only there unless ``verbose``; None: the
+    ``fedicd`` logger's level decides), one progress line per round to stderr. SIGTERM or SIGINT
+    stop the rounds, shut Ray down and raise :class:`RunInterruptedError`; if the driver is killed
+    outright, a watchdog process (:mod:`fedicd.federated.reaper`) ends Ray's processes.
+    """
     out = Path(out)
+    from fedicd.federated.reaper import start_reaper
+
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    # Ray's C++ crash handler turns a SIGTERM into a stack dump and an abort 3 s later (read when Ray is imported)
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    quiet, control = not is_verbose(verbose), RunControl()
+    t0 = time.perf_counter()
+    reaper = start_reaper()
+    try:
+        with framework_logs(out / FRAMEWORK_LOG, quiet=quiet), interrupt_on_signals(control):
+            logging.getLogger(PROGRESS_LOGGER).info(
+                "simulating %d rounds with %d clients on Ray (Flower's and Ray's logs: %s)",
+                meta["federated"]["rounds"], meta["n_clients"], out / FRAMEWORK_LOG)
+            _run_simulation(out, meta, control, quiet)
+    finally:
+        if reaper is not None:
+            reaper.close()
+    return time.perf_counter() - t0
+
+
+def _run_simulation(out: Path, meta: dict, control: RunControl, quiet: bool) -> None:
+    """Flower's ``run_simulation``; an interrupted run ends in :class:`RunInterruptedError` naming the signal."""
     from flwr.simulation import run_simulation
 
     from fedicd.federated.client import make_client_app
     from fedicd.federated.server import make_server_app
 
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    fed = meta["federated"]
-    t0 = time.perf_counter()
-    run_simulation(server_app=make_server_app(str(out)), client_app=make_client_app(str(out)),
-                   num_supernodes=meta["n_clients"],
-                   backend_config={"client_resources": {"num_cpus": fed["client_cpus"], "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": fed["total_cpus"], "num_gpus": 0}})
-    return time.perf_counter() - t0
+    try:
+        run_simulation(server_app=make_server_app(str(out), control), client_app=make_client_app(str(out)),
+                       num_supernodes=meta["n_clients"], backend_config=backend_config(meta["federated"],
+                                                                                       quiet=quiet))
+    except (SystemExit, KeyboardInterrupt) as exc:  # a handler other than ours ran (e.g. a newer Ray's)
+        control.signum = control.signum or (signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM)
+        _stop(control)
+    except Exception:
+        if control.signum is None:
+            raise
+    if control.signum is not None:
+        raise RunInterruptedError(f"interrupted by {signal.Signals(control.signum).name}", control.signum)
+
+
+def _stop(control: RunControl) -> None:
+    """After an interrupt: stop the ServerApp thread, make sure Ray is down."""
+    control.stop.set()
+    control.finished.wait(30.0)
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    except ImportError:
+        pass
 
 
 def _write_history(out: Path, history: list[dict]) -> None:
@@ -122,9 +200,20 @@ def _write_history(out: Path, history: list[dict]) -> None:
         writer.writerows(history)
 
 
-def run_federated(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = False) -> dict:
-    """Run (or resume) the federated experiment ``cfg``; returns ``results.json``'s content."""
+def run_federated(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = False,
+                  verbose: bool | None = None) -> dict:
+    """Run (or resume) the federated experiment ``cfg``; returns ``results.json``'s content.
+
+    Raises
+    ------
+    RunFailedError
+        After writing ``results.json`` and ``history.csv``: no round updated the model, or more than
+        ``federated.max_rejected_share`` of the sampled client updates did not reach it.
+    RuntimeError
+        The simulation crashed or was interrupted; the message says whether ``--resume`` can help.
+    """
     out = Path(out_dir)
+    _check_keys(cfg)  # milliseconds: before anything is written or embedded
     out.mkdir(parents=True, exist_ok=True)
     if resume:
         meta = read_run_meta(out)
@@ -135,23 +224,26 @@ def run_federated(cfg: ExperimentConfig, out_dir: str | Path, *, resume: bool = 
         if load_checkpoint(out) is not None:
             raise ValueError(f"{out} already holds a federated run; use --resume or a new --out")
         meta = _stage(cfg, out)
+    rounds = cfg.federated.rounds
     try:
-        seconds = simulate(out, meta)
+        seconds = simulate(out, meta, verbose=verbose)
     except Exception as exc:
         ckpt = load_checkpoint(out)
-        done = 0 if ckpt is None else ckpt["round"]
-        raise RuntimeError(f"the federated run crashed after round {done} of {cfg.federated.rounds}: {exc}; "
-                           f"continue it with --resume (checkpoint in {out})") from exc
+        raise RuntimeError(crash_message(exc, done=0 if ckpt is None else ckpt["round"], rounds=rounds, out=out,
+                                         checkpointed=ckpt is not None)) from exc
     ckpt = load_checkpoint(out)
-    if ckpt is None or ckpt["round"] < cfg.federated.rounds:
-        done = 0 if ckpt is None else ckpt["round"]
-        raise RuntimeError(f"the federated run stopped after round {done} of {cfg.federated.rounds} "
-                           f"(see the log above); continue it with --resume")
-    return _finalize(cfg, out, meta, ckpt, seconds)
+    if ckpt is None or ckpt["round"] < rounds:
+        stopped = RuntimeError(f"the simulation ended before its last round (see {out / FRAMEWORK_LOG})")
+        raise RuntimeError(crash_message(stopped, done=0 if ckpt is None else ckpt["round"], rounds=rounds, out=out,
+                                         checkpointed=ckpt is not None))
+    results = _finalize(cfg, out, meta, ckpt, seconds)
+    if results["outcome"]["status"] != "ok":
+        raise RunFailedError(failure_message(results["outcome"], out), results["outcome"])
+    return results
 
 
 def _privacy_results(meta: dict, history: list[dict], out: Path) -> dict:
-    """What a paper needs to quote: final ε, δ, σ, C, steps and the accountant."""
+    """What a paper needs to quote: ε (``epsilon``, with ``epsilon_meaning``), δ, σ, C, steps, the accountant."""
     priv = dict(meta.get("privacy", {"dp": "none"}))
     if priv["dp"] == "sample":
         from fedicd.privacy.accounting import epsilon_of, load_history
@@ -160,12 +252,19 @@ def _privacy_results(meta: dict, history: list[dict], out: Path) -> dict:
         histories = [load_history(out / "clients" / str(k), 10**9, count_all=bool(priv.get("secure_rng")))
                      for k in range(len(priv["clients"]))]
         eps = [epsilon_of(h, c["delta"]) for h, c in zip(histories, priv["clients"])]
-        priv["final_epsilon_max"] = max(eps) if eps else None
-        priv["final_epsilon_per_client"] = {f"client_{k}": e for k, e in enumerate(eps)}
+        priv["epsilon"] = max(eps) if eps else None
+        priv["epsilon_per_client"] = {f"client_{k}": e for k, e in enumerate(eps)}
+        priv["epsilon_meaning"] = ("sample-level DP: the largest over the clients of the epsilon protecting one note "
+                                   "of that client's training data, at the client's delta (epsilon_per_client "
+                                   "gives each)")
         priv["steps_per_client"] = [sum(s for *_, s in h) for h in histories]
     elif priv["dp"] == "client":
-        priv["final_epsilon"] = history[-1].get("client_dp_epsilon") if history else None
+        priv["epsilon"] = history[-1].get("client_dp_epsilon") if history else None
+        priv["epsilon_meaning"] = ("client-level DP: the epsilon protecting everything one client contributes "
+                                   "(all of its notes) across every released global model, at delta")
         priv["releases"] = history[-1].get("client_dp_releases") if history else 0
+    else:
+        priv.update({"epsilon": None, "epsilon_meaning": "no differential privacy: no epsilon guarantee"})
     return priv
 
 
@@ -193,11 +292,11 @@ def _finalize(cfg: ExperimentConfig, out: Path, meta: dict, ckpt: dict, seconds:
     train_cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["train"].items()})
     arrays, secure = ckpt["arrays"], _secure_results(meta)
     if secure["method"] == "ckks":
-        from fedicd.federated.server import _ckks_parties
+        from fedicd.federated.secure_rounds import ckks_parties
 
         # after the run, the experiment driver (who holds the clients' key) decrypts the final model
         key = secure.get("evaluator_key") or str(Path(secure["key_dir"]) / "secret.ctx")
-        arrays = _ckks_parties(meta, train_cfg, secret_path=key)[1](arrays)
+        arrays = ckks_parties(meta, train_cfg, secret_path=key)[1](arrays)
     model = _model(train_cfg, meta, arrays)
     data = load_server_data(out)
     probs = {p: predict_proba(model, data[f"x_{p}"]) for p in ("val", "test")}
@@ -205,8 +304,10 @@ def _finalize(cfg: ExperimentConfig, out: Path, meta: dict, ckpt: dict, seconds:
     frequent = top_k_labels(data["y_train"], 50)
     metrics = {p: compute_metrics(data[f"y_{p}"], probs[p], threshold=threshold, frequent=frequent)
                for p in ("val", "test")}
-    results = {"name": cfg.name, "training_mode": "federated", **metrics, "history": ckpt["history"],
-               "rejections": ckpt["rejections"], "labels": meta.get("labels"), "embedding": meta.get("embedding"),
+    outcome = run_outcome(ckpt["history"], ckpt["rejections"],
+                          max_rejected_share=float(meta["federated"].get("max_rejected_share", 0.5)))
+    results = {"name": cfg.name, "training_mode": "federated", "outcome": outcome, **metrics,
+               "history": ckpt["history"], "rejections": ckpt["rejections"], "labels": meta.get("labels"), "embedding": meta.get("embedding"),
                "client_sizes": meta["client_sizes"], "load_summary": meta.get("load_summary"),
                "seconds": {"simulation": seconds, "rounds": sum(r["seconds"] for r in ckpt["history"])},
                "privacy": _privacy_results(meta, ckpt["history"], out), "secure_aggregation": secure,

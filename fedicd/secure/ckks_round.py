@@ -36,7 +36,7 @@ from fedicd.secure.ckks import (CiphertextError, CkksParams, EncryptedUpdate, Se
                                 validate_update)
 
 __all__ = ["CKKS_RECORD", "CkksServer", "CkksKeyHolder", "write_key_dir", "read_params", "update_record",
-           "record_update", "STATE_KEY"]
+           "record_update", "STATE_KEY", "check_key_pair"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,31 @@ def write_key_dir(directory: str | Path, params: CkksParams | None = None, *, ov
     (Path(directory) / PARAMS_FILE).write_text(json.dumps(params.to_dict(), indent=2))
     return {"secret": str(secret), "public": str(public), "params": params.to_dict(),
             "key_id": key_id(load_context(public))}
+
+
+def check_key_pair(key_dir: str | Path, secret_paths: list[str | Path]) -> str:
+    """Refuse a key folder whose ``public.ctx`` and the secret contexts hold different keys; returns the key id.
+
+    Two ``fedicd keys`` calls into one folder (or a secret copied from another folder) leave a server
+    that rejects every client's ciphertext as "made under another key": refused here, before any round,
+    by comparing the public-key fingerprints (milliseconds).
+    """
+    from fedicd.errors import ConfigError
+
+    public = Path(key_dir) / "public.ctx"
+    if not public.exists():
+        raise FileNotFoundError(f"CKKS public context not found: {public} (make the key folder with `fedicd keys`)")
+    expected = key_id(load_context(public))
+    for path in map(Path, secret_paths):
+        if not path.exists():
+            raise FileNotFoundError(f"CKKS secret context not found: {path}; the clients (and the evaluator) need it "
+                                    f"(make the key folder with `fedicd keys --out {key_dir}`)")
+        found = key_id(load_context(path))
+        if found != expected:
+            raise ConfigError(f"CKKS keys do not match: {path} holds key {found} but {public} holds key {expected} "
+                              "(they come from two different `fedicd keys` calls), so the server would reject every "
+                              f"client's update; make one fresh pair with `fedicd keys --out {key_dir} --overwrite`")
+    return expected
 
 
 def read_params(key_dir: str | Path) -> CkksParams:

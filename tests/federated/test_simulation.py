@@ -24,8 +24,8 @@ def _cfg(cache, *extra):
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
+def cache(fed_cache):
+    return fed_cache  # the session's embedding cache (tests/federated/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,7 @@ def test_fedavg_learns_and_records_history(fedavg_run):
     assert [r["round"] for r in history] == [1, 2, 3]
     assert history[-1]["test_micro_f1"] > history[0]["test_micro_f1"] or history[-1]["val_loss"] < history[0]["val_loss"]
     assert all(r["bytes_sent"] > 0 and r["bytes_received"] > 0 and r["client_failures"] == 0 for r in history)
+    assert all(r["updates_rejected"] == 0 for r in history) and results["outcome"]["status"] == "ok"
     assert all(r["clients_sampled"] == 3 for r in history)  # fraction_train 1.0: every client, every round
     assert 0.0 <= results["test"]["micro_f1"] <= 1.0 and results["training_mode"] == "federated"
     assert (out / "history.csv").exists() and (out / "learning_curves.png").exists()
@@ -89,11 +90,14 @@ def test_misbehaving_client_is_rejected_and_the_round_proceeds(tmp_path, cache, 
     assert all(r["updated"] for r in results["history"])
     assert all(np.isfinite(r["val_loss"]) for r in results["history"])
     reasons = [r["reason"] for r in results["rejections"]]
-    if kind == "nan":
+    if kind == "nan":  # a refused update is a failure too
         assert len(reasons) == 2 and all("NaN" in r or "non-finite" in r or "Inf" in r for r in reasons), reasons
+        assert [(r["client_failures"], r["updates_rejected"]) for r in results["history"]] == [(1, 1), (1, 1)]
+        assert results["outcome"]["reasons"] == {"update holds NaN/Inf": 2}
     else:  # a crashing Ray worker is restarted; its next reply may be dropped by Ray rather than reported
         assert 1 <= len(reasons) <= 2 and all("injected crash" in r for r in reasons), reasons
         assert sum(r["client_failures"] for r in results["history"]) == len(reasons)
+        assert all(r["updates_rejected"] == 0 for r in results["history"])  # a crash is a failure, not a refusal
 
 
 def test_resume_with_a_different_config_is_refused(fedavg_run, cache):

@@ -39,10 +39,11 @@ def test_sample_dp_run_reports_every_clients_composed_epsilon(tmp_path, cache):
         for pid, p in enumerate(plans):  # ε after round r composes all r rounds' steps
             want = epsilon_of([(p["noise_multiplier"], p["sample_rate"], rnd * p["steps_per_epoch"])], p["delta"])
             assert row[f"epsilon_client_{pid}"] == pytest.approx(want, rel=1e-9)
-    assert 5.0 * 0.99 <= priv["final_epsilon_max"] <= 5.0
+    assert 5.0 * 0.99 <= priv["epsilon"] <= 5.0 and priv["epsilon"] == max(priv["epsilon_per_client"].values())
+    assert "sample-level" in priv["epsilon_meaning"] and not any(k.startswith("final_epsilon") for k in priv)
     assert priv["steps_per_client"] == [3 * p["steps_per_epoch"] for p in plans]
     first = res["history"][0]["epsilon_client_0"]
-    assert priv["final_epsilon_per_client"]["client_0"] > 1.2 * first  # not the one-round value
+    assert priv["epsilon_per_client"]["client_0"] > 1.2 * first  # not the one-round value
 
 
 def test_client_dp_run_accounts_each_release(tmp_path, cache):
@@ -54,7 +55,8 @@ def test_client_dp_run_accounts_each_release(tmp_path, cache):
     for r, value in enumerate(eps, start=1):
         acc.compose(GaussianPrivacyEvent(noise_multiplier=1.3, sample_size=3, population_size=3))
         assert value == pytest.approx(acc.get_epsilon(1e-5), rel=1e-9)
-    assert res["privacy"]["final_epsilon"] == eps[-1] and res["privacy"]["releases"] == 3
+    assert res["privacy"]["epsilon"] == eps[-1] and res["privacy"]["releases"] == 3
+    assert "client-level" in res["privacy"]["epsilon_meaning"] and "epsilon_per_client" not in res["privacy"]
     assert res["privacy"]["noise_std"] == pytest.approx(1.3 * 0.5 / 3)
 
 

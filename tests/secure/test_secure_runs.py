@@ -164,7 +164,7 @@ def test_sample_level_dp_composes_with_ckks(keys, tmp_path_factory):
                              "federated.fault_clients=[]"), out)
     assert [r["updated"] for r in res["history"]] == [True, True]
     assert [r["train_clients_aggregated"] for r in res["history"]] == [3.0, 3.0]
-    assert res["privacy"]["dp"] == "sample" and res["privacy"]["final_epsilon_max"] > 0  # from the clients' files
+    assert res["privacy"]["dp"] == "sample" and res["privacy"]["epsilon"] > 0  # from the clients' files
     # nothing in the clear gives a client's size away (ε and step counts depend on it), and without an
     # evaluator key nobody on the server side scores the (encrypted) global model during the run
     assert not any(k.startswith("epsilon_client") or k == "test_micro_f1" for r in res["history"] for k in r)
@@ -179,7 +179,7 @@ def test_sample_level_dp_composes_with_secagg(tmp_path_factory):
                              "federated.rounds=2", "federated.fault_clients=[]"), out)
     assert [r["updated"] for r in res["history"]] == [True, True]
     assert [r["train_secagg_survivors"] for r in res["history"]] == [3.0, 3.0]
-    assert res["privacy"]["final_epsilon_max"] > 0
+    assert res["privacy"]["epsilon"] == max(res["privacy"]["epsilon_per_client"].values()) > 0
     assert all(r[f"epsilon_client_{k}"] > 0 for r in res["history"] for k in range(3))
 
 
@@ -205,7 +205,7 @@ def test_too_many_clients_for_the_keys_are_refused(tmp_path):
 
 
 def test_resuming_under_regenerated_keys_is_refused(keys, tmp_path):
-    from fedicd.federated.server import _check_resumed_key
+    from fedicd.federated.secure_rounds import check_resumed_key as _check_resumed_key
     from fedicd.secure.ckks_round import STATE_KEY, record_update
 
     server = CkksServer(keys, (("w", (4,)),))

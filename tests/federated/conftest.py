@@ -1,0 +1,31 @@
+"""Fixtures of the federated tests: one embedding cache for the session, and the tiny federated config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedicd.config import ExperimentConfig, load_config
+
+# 150 synthetic notes, 3 clients: a round takes well under a second once Ray is up
+TINY = ["data.n_notes=150", "data.n_codes=30", "data.min_train_count=3", "embedding.max_tokens=128",
+        'train.mode="federated"', "federated.rounds=3", "partition.n_clients=3", "partition.min_partition_size=5",
+        "federated.fraction_evaluate=1.0"]
+
+
+@pytest.fixture(scope="session")
+def fed_cache(tmp_path_factory) -> Path:
+    """An embedding cache shared by the federated tests (the notes are embedded once per session)."""
+    return tmp_path_factory.mktemp("fed_cache")
+
+
+def tiny_overrides(cache: Path, *extra: str) -> list[str]:
+    """The ``--set`` overrides of the tiny federated run (``extra`` last, so they win)."""
+    return [*TINY, f'cache_dir="{cache}"', *extra]
+
+
+def tiny_config(cache: Path, *extra: str) -> ExperimentConfig:
+    from fedicd.cli import DEMO_CONFIG
+
+    return load_config(DEMO_CONFIG, tiny_overrides(cache, *extra))
