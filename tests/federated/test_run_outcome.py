@@ -5,6 +5,7 @@ import csv
 import json
 import logging
 
+import numpy as np
 import pytest
 
 import fedicd.federated.server as server
@@ -126,6 +127,46 @@ def test_framework_logs_go_to_the_file_and_are_restored(tmp_path, capfd):
     assert "round 1/1, shown" in err and "DEPRECATED" not in err
     assert "DEPRECATED FEATURE: hidden" in (tmp_path / "framework.log").read_text()
     assert (flwr.propagate, [h.level for h in flwr.handlers]) == before
+
+
+def test_framework_logs_leave_the_console_alone_when_verbose(tmp_path):
+    flwr = logging.getLogger("flwr")
+    before = (flwr.propagate, [(h, h.level) for h in flwr.handlers])
+    with framework_logs(tmp_path / "framework.log", quiet=False):
+        assert (flwr.propagate, [(h, h.level) for h in flwr.handlers][:len(before[1])]) == before
+        flwr.warning("shown as before and kept in the file")
+    assert "shown as before" in (tmp_path / "framework.log").read_text()
+
+
+def test_a_halted_secagg_round_counts_every_sampled_client(monkeypatch):
+    from types import SimpleNamespace
+
+    import fedicd.secure.secagg as secagg
+    from fedicd.federated.secure_rounds import secagg_round
+
+    info = {"clients_sampled": 3, "survivors": 0, "dropouts": 3, "halted_stage": "unmask", "failures": ["boom"],
+            "active_per_stage": {"setup": 3, "share_keys": 3, "collect_masked_vectors": 2, "unmask": 2},
+            "client_metrics": [], "clipped_entries": 0, "bytes_sent": 10, "bytes_received": 5}
+
+    def halt(*args, **kwargs):
+        raise secagg.SecAggDropoutError("SecAgg+ round 4 halted in stage 'unmask'", info)
+
+    monkeypatch.setattr(secagg, "secagg_train_round", halt)
+    message = SimpleNamespace(content={"config": {}}, metadata=SimpleNamespace(dst_node_id=7))
+    strategy = SimpleNamespace(configure_train=lambda *args: [message])
+    rejections = []
+    res = secagg_round(strategy, None, 4, {"w": np.zeros(2, np.float32)}, {}, {"seed": 0}, None, rejections)
+    assert (res.arrays, res.sampled, res.failures, res.refused) == (None, 3, 3, 2)
+    assert [reason_label(r["reason"]) for r in rejections] == ["SecAgg+ round halted (too few clients left)",
+                                                               "client error"]
+
+
+def test_the_reaper_finds_descendants_but_not_excluded_branches():
+    from fedicd.federated.reaper import descendants
+
+    table = {2: (1, "a"), 3: (2, "b"), 4: (3, "c"), 5: (2, "d"), 6: (5, "e"), 9: (1, "f")}
+    assert descendants({2}, table) == {3: "b", 4: "c", 5: "d", 6: "e"}
+    assert descendants({2}, table, exclude=frozenset({5})) == {3: "b", 4: "c"}
 
 
 # ----------------------------------------------------------------------------- whole runs (Flower + Ray)
