@@ -186,6 +186,8 @@ def handle_evaluate(msg: Message, run_dir: Path, meta: dict, pid: int, node_secr
     cfg = _cfg(meta)
     _pin_threads(meta["federated"])
     data = load_client_data(run_dir, pid)
+    if len(data.x_val) == 0:  # partition.client_validation gave this client no validation notes: nothing to score
+        return Message(content=RecordDict({"metrics": MetricRecord({"num-examples": 0})}), reply_to=msg)
     holder = _ckks(meta, node_secret)
     model = _global_model(msg, cfg, meta, holder)
     # under CKKS every client's evaluation weighs 1: a validation count would hint at the client's size

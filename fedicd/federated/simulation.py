@@ -83,7 +83,8 @@ def _stage(cfg: ExperimentConfig, out: Path) -> dict:
     staged = stage_data(cfg, out)
     meta = build_meta(cfg, input_dim=staged.input_dim, n_labels=staged.n_labels,
                       client_sizes=staged.partition.sizes, labels=staged.data.label_info,
-                      embedding=staged.embed_info, load_summary=staged.data.notes.summary.to_dict())
+                      embedding=staged.embed_info, load_summary=staged.data.notes.summary.to_dict(),
+                      partition=staged.partition_info)
     add_privacy(cfg, meta)
     from fedicd.strategies import build_strategy
 
@@ -309,6 +310,7 @@ def _finalize(cfg: ExperimentConfig, out: Path, meta: dict, ckpt: dict, seconds:
     results = {"name": cfg.name, "training_mode": "federated", "outcome": outcome, **metrics,
                "history": ckpt["history"], "rejections": ckpt["rejections"], "labels": meta.get("labels"), "embedding": meta.get("embedding"),
                "client_sizes": meta["client_sizes"], "load_summary": meta.get("load_summary"),
+               "partition": meta.get("partition"),
                "seconds": {"simulation": seconds, "rounds": sum(r["seconds"] for r in ckpt["history"])},
                "privacy": _privacy_results(meta, ckpt["history"], out), "secure_aggregation": secure,
                "config": meta["config"]}

@@ -105,7 +105,11 @@ class UpdateValidator(Strategy):
             self._reject(server_round, msg, f"client error: {msg.error.reason}", stage)
         answered = [m for m in replies if not m.has_error()]
         if stage == "evaluate":  # a client without validation notes (partition.client_validation) has no score
-            answered = [m for m in answered if not self._holds_no_examples(m)]
+            scored = [m for m in answered if not self._holds_no_examples(m)]
+            if len(scored) < len(answered):
+                logger.info("round %d: %d client(s) hold no validation notes; their evaluation replies carry no "
+                            "score", server_round, len(answered) - len(scored))
+            answered = scored
         valid = []
         for msg in answered:
             reason = self._check_metrics(msg) or (self._check_arrays(msg) if stage == "train" else None)

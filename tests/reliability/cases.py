@@ -9,7 +9,7 @@ for what every case checks besides its own words.
 from __future__ import annotations
 
 from tests.reliability.catalogue import (
-    ROWS, SPANISH, Case, attack, only_fedicd_files_left, corpus_config, embedded_then, finished_central_run, overwrite_cache_rows, truncate_cache, gz_garbage, header_only, jsonl_bad, put, run, tabular, tiny_central,
+    ROWS, SPANISH, Case, attack, clean_federated_run, mixed_ckks_keys, only_fedicd_files_left, corpus_config, embedded_then, finished_central_run, overwrite_cache_rows, truncate_cache, gz_garbage, header_only, jsonl_bad, put, run, tabular, tiny_central,
     tiny_federated, with_config, write_config,
 )
 
@@ -120,6 +120,34 @@ RULES = [
          ("data.n_clients=20", "partition.n_clients"), setup=with_config(F, data={"min_per_client": 1}), argv=run()),
 ]
 
+FEDERATED = [
+    Case("ckks-mixed-key-folder", "wrong", "a CKKS key folder mixing two `fedicd keys` calls (every update was "
+         "rejected, exit 0, 0 failures)", ("secret.ctx", "public.ctx"), setup=mixed_ckks_keys,
+         argv=run('secure_aggregation.method="ckks"', 'secure_aggregation.key_dir="keys"')),
+    Case("ckks-all-updates-rejected", "wrong", "a CKKS run whose ciphertexts are all refused must exit non-zero "
+         "and count them as failures", covered_by="tests.federated.test_run_outcome::"
+         "test_a_ckks_run_whose_ciphertexts_are_all_refused_exits_non_zero"),
+    Case("all-updates-rejected", "wrong", "a run whose every update is rejected (NaN) writes its results, then "
+         "fails", covered_by="tests.federated.test_run_outcome::"
+         "test_a_run_whose_updates_were_all_rejected_fails_after_writing_its_results"),
+    Case("resume-advice-config-error", "message", "a crash caused by a config error no longer ends with "
+         "\"continue it with --resume\"", covered_by="tests.federated.test_run_outcome::"
+         "test_a_deterministic_crash_does_not_advise_resume"),
+    Case("resume-advice-rules", "message", "resume is advised only with a checkpoint and a cause resuming can fix",
+         covered_by="tests.federated.test_run_outcome::test_crash_advice_names_resume_only_when_it_can_work"),
+    Case("kill-9-driver", "process", "`kill -9` of the driver during a Ray simulation (Ray processes outlived it)",
+         covered_by="tests.federated.test_processes::test_no_ray_process_outlives_a_killed_driver"),
+    Case("sigterm-driver", "process", "SIGTERM to the driver during a Ray simulation",
+         covered_by="tests.federated.test_processes::test_sigterm_shuts_ray_down_and_exits_2_with_resume_advice"),
+    Case("quiet-federated-run", "process", "a federated run without -v (Flower and Ray logs flooded stderr, no "
+         "round counter)", covered_by="tests.federated.test_run_outcome::"
+         "test_quiet_run_prints_a_round_counter_and_keeps_framework_logs_in_a_file"),
+    Case("one-epsilon-key", "process", "the final ε in results.json (two key names, no meaning given)",
+         covered_by="tests.privacy.test_private_runs::test_sample_dp_run_reports_every_clients_composed_epsilon"),
+    Case("dev-extra-downgrades", "process", "installing `.[dev]` after the base (downgraded huggingface-hub and "
+         "fsspec)", covered_by="tests.test_packaging::test_base_caps_what_the_dev_extra_would_downgrade"),
+]
+
 CORPUS = [
     Case("codes-normalised-listed", "corpus", "codes written `R201` and `k80.2` (normalised silently before)",
          ("codes_normalised=2", "R201->R20.1", "k80.2->K80.2"), exit=0,
@@ -137,14 +165,14 @@ CORPUS = [
     Case("site-corpus-federated-natural", "corpus", "the 13-site corpus federated by site (`partition.scheme = "
          "\"natural\"`; refused before: every site needed validation notes)", ("results:",), exit=0,
          setup=lambda ws: corpus_config(ws, "site", train={"mode": "federated"}, partition={"scheme": "natural"},
-                                        federated={"rounds": 2, "fraction_evaluate": 0.5}),
-         argv=run(), needs="minilm"),
+                                        federated={"rounds": 2, "fraction_evaluate": 1.0}),
+         argv=run(), check=clean_federated_run, needs="minilm"),
     Case("free-corpus-central", "corpus", "the 500-row severity corpus, central", ("results:",), exit=0,
          setup=lambda ws: corpus_config(ws, "free"), argv=run(), needs="minilm"),
     Case("free-corpus-federated", "corpus", "the 500-row severity corpus over 3 IID clients", ("results:",),
          exit=0, setup=lambda ws: corpus_config(ws, "free", train={"mode": "federated"},
                                                 partition={"n_clients": 3}, federated={"rounds": 2}),
-         argv=run(), needs="minilm"),
+         argv=run(), check=clean_federated_run, needs="minilm"),
     Case("free-corpus-attack-column", "corpus", "`fedicd attack attribute --attribute Ward` on free labels",
          ("label micro-F1",), exit=0, setup=lambda ws: corpus_config(ws, "free"), argv=attack("Ward"),
          needs="minilm"),
@@ -260,4 +288,4 @@ DATA = [
          argv=run(verb="prepare")),
 ]
 
-CASES: list[Case] = [*LOST, *WRONG, *TRACE, *MESSAGE, *CACHE, *RULES, *CORPUS, *CONFIG, *DATA]
+CASES: list[Case] = [*LOST, *WRONG, *TRACE, *MESSAGE, *CACHE, *RULES, *FEDERATED, *CORPUS, *CONFIG, *DATA]

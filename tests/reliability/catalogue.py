@@ -179,6 +179,17 @@ SPANISH = ["Paciente de 54 años que acude a urgencias por dolor torácico de do
            "neumonía adquirida en la comunidad; se inicia tratamiento antibiótico y evoluciona bien."]
 
 
+def mixed_ckks_keys(ws: Path) -> None:
+    """``ws/keys`` whose public.ctx comes from another ``fedicd keys`` call than its secret.ctx."""
+    from fedicd.cli import main
+
+    for name in ("keys", "other"):
+        if main(["keys", "--out", str(ws / name)]) != 0:
+            raise RuntimeError("fedicd keys failed")
+    (ws / "keys" / "public.ctx").write_bytes((ws / "other" / "public.ctx").read_bytes())
+    tiny_federated(ws)
+
+
 def header_only(ws: Path) -> Path:
     (ws / "notes.csv").write_text("text,codes\n")
     return write_config(ws, data={"source": "tabular", "path": str(ws / "notes.csv")})
@@ -204,6 +215,14 @@ def only_fedicd_files_left(out: Path) -> None:
     from fedicd.output_dir import PREVIOUS
 
     assert (out / "results.json").exists() and not (out / PREVIOUS).exists(), sorted(p.name for p in out.iterdir())
+
+
+def clean_federated_run(ws: Path, printed: str) -> None:
+    """A federated run that refused nothing, with a round counter and no framework log on the console."""
+    results = json.loads((ws / "out" / "results.json").read_text())
+    assert results["rejections"] == [], results["rejections"][:3]
+    assert all(row["client_failures"] == 0 for row in results["history"])
+    assert "round 1/" in printed and "flwr" not in printed.lower(), printed
 
 
 def cfg(ws: Path) -> str:
