@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from fedicd.federated.client import LocalTrainConfig, local_train
-from fedicd.federated.data import ClientData, _load
+from fedicd.federated.staged import ClientData, _load
 from fedicd.metrics import f1_scores
 from fedicd.privacy.accounting import plan_dp
 from fedicd.privacy.config import PrivacyConfig

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from fedicd.federated.client import round_lr
-from fedicd.federated.data import MANIFEST, _load
+from fedicd.federated.staged import MANIFEST, _load
 from fedicd.metrics import f1_scores
 from fedicd.partition.manifest import read_manifest
 from fedicd.train import TrainConfig, _batches

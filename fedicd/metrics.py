@@ -15,7 +15,6 @@ The decision threshold is chosen on validation data by
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from fedicd.errors import ShapeError
 
@@ -69,6 +68,8 @@ def _prf(y_true: np.ndarray, y_pred: np.ndarray, average: str) -> tuple[float, f
 
 
 def _aucs(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import roc_auc_score  # here, not at import: clients score F1 only, without scikit-learn
+
     has_both = (y_true.sum(axis=0) > 0) & (y_true.sum(axis=0) < len(y_true))
     out: dict[str, float] = {"macro_auc_labels": int(has_both.sum())}
     if has_both.any():

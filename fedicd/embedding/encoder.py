@@ -14,8 +14,9 @@ Encoders read raw note text; keep them on the data holder's machine.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -198,12 +199,28 @@ def _check_max_tokens(requested: int | None, default: int, hard_limit: int | Non
     return max_tokens
 
 
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No "Loading weights" progress bar from transformers unless fedicd logs at INFO (``-v``)."""
+    from transformers.utils import logging as hf_logging
+
+    if logger.isEnabledFor(logging.INFO) or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+
+
 def _load_sentence_transformer(model_dir: Path, config: EmbedConfig, device: str, dtype: torch.dtype) -> Encoder:
     from sentence_transformers import SentenceTransformer
 
     if config.pooling != "mean":
         logger.warning("pooling=%r ignored: sentence-transformers models pool as modules.json says", config.pooling)
-    model = SentenceTransformer(str(model_dir), device=device, local_files_only=True).to(dtype)
+    with _quiet_loading():
+        model = SentenceTransformer(str(model_dir), device=device, local_files_only=True).to(dtype)
     auto_config = getattr(getattr(model[0], "auto_model", None), "config", None)
     default = model.max_seq_length or model.tokenizer.model_max_length
     dim_fn = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
@@ -217,8 +234,9 @@ def _load_sentence_transformer(model_dir: Path, config: EmbedConfig, device: str
 def _load_transformers(model_dir: Path, config: EmbedConfig, device: str, dtype: torch.dtype) -> Encoder:
     from transformers import AutoModel, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-    model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).to(device=device, dtype=dtype)
+    with _quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).to(device=device, dtype=dtype)
     limit = getattr(model.config, "max_position_embeddings", None)
     default = tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else limit
     if default is None:

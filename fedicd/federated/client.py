@@ -24,7 +24,7 @@ import torch
 from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
-from fedicd.federated.data import ClientData, read_run_meta
+from fedicd.federated.staged import ClientData, read_run_meta
 from fedicd.metrics import f1_scores
 from fedicd.strategies.fedprox import proximal_term
 from fedicd.strategies.scaffold import scaffold_correct_gradients_

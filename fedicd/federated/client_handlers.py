@@ -16,7 +16,7 @@ import torch
 from flwr.app import Message, MetricRecord, RecordDict
 
 from fedicd.federated.client import LocalTrainConfig, build_model, evaluate_local, local_train
-from fedicd.federated.data import load_client_data
+from fedicd.federated.staged import load_client_data
 from fedicd.federated.faults import inject_fault, should_fail
 from fedicd.federated.records import from_record, to_record
 from fedicd.train import TrainConfig

@@ -20,7 +20,7 @@ from flwr.app import ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from fedicd.federated.checkpoint import load_checkpoint, save_checkpoint
-from fedicd.federated.data import load_server_data, read_run_meta
+from fedicd.federated.staged import load_server_data, read_run_meta
 from fedicd.federated.records import from_record, message_bytes
 from fedicd.federated.runtime import PROGRESS_LOGGER, RunControl, StoppableGrid, progress_line
 from fedicd.federated.secure_rounds import (RoundResult, attach_encrypted_model, check_resumed_key, ckks_aggregate,

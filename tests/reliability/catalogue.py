@@ -111,7 +111,7 @@ def tiny_federated(ws: Path, **extra) -> Path:
     return tiny_central(ws, **sections)
 
 
-def tabular(ws: Path, rows: list[dict], name: str = "notes.csv", **data) -> Path:
+def tabular(ws: Path, rows: list[dict], name: str = "notes.csv", *, cache: Path | None = None, **data) -> Path:
     """A CSV (columns from the first row) and a central config that loads it."""
     import csv
 
@@ -121,7 +121,7 @@ def tabular(ws: Path, rows: list[dict], name: str = "notes.csv", **data) -> Path
         writer.writeheader()
         writer.writerows(rows)
     return write_config(ws, data={"source": "tabular", "path": str(path), **data},
-                        embedding={"max_tokens": 128}, train={"epochs": 2})
+                        embedding={"max_tokens": 128}, train={"epochs": 2}, cache=cache)
 
 
 def corpus_config(ws: Path, kind: str, **sections) -> Path:
@@ -143,10 +143,11 @@ def _private_cache(ws: Path) -> Path:
 
 
 def embedded_then(ws: Path, damage: Callable[[Path], None]) -> None:
-    """Embed the tiny corpus once (``fedicd embed`` into ws/first, private cache), then damage the cache."""
+    """Embed 12 short notes once (``fedicd embed`` into ws/first, private cache), then damage the cache."""
     from fedicd.cli import main
 
-    tiny_central(ws, cache=_private_cache(ws))
+    tabular(ws, ROWS(12, text=lambda i: f"Patient {i} seen for follow up of chronic condition number {i}."),
+            cache=_private_cache(ws))
     if main(["embed", str(ws / "cfg.toml"), "--out", str(ws / "first")]) != 0:
         raise RuntimeError("the first embedding failed")
     damage(_private_cache(ws))
