@@ -3,7 +3,7 @@
 Compares, on the same texts and model:
 
 (a) ``SentenceTransformer(path).encode(texts, batch_size=B)``;
-(b) ``fedicd.embed.embed_texts`` with the cache off and ``chunk_pooling="first"``
+(b) ``fedicd.embedding.embed_texts`` with the cache off and ``chunk_pooling="first"``
     (no chunking: the same truncated work as (a));
 (c) ``embed_texts`` with chunking on (``chunk_pooling="mean"``), for reference.
 
@@ -125,7 +125,7 @@ def _runners(methods: list[str], batch_size: int, device: str) -> dict[str, Call
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from fedicd.embed import EmbedConfig, embed_texts, load_encoder
+    from fedicd.embedding import EmbedConfig, embed_texts, load_encoder
 
     runners: dict[str, Callable[[list[str]], np.ndarray]] = {}
     st_device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 _VERBS = {
     "load_notes": "fedicd.data.sources",
-    "embed_texts": "fedicd.embed",
+    "embed_texts": "fedicd.embedding",
     "train_central": "fedicd.train",
     "run_experiment": "fedicd.experiment",
     "load_config": "fedicd.config",

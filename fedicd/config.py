@@ -3,7 +3,7 @@
 A config file has top-level keys (``name``, ``seed``, ``cache_dir``) and the
 sections ``[data]``, ``[embedding]``, ``[train]`` (alias ``[training]``),
 ``[partition]`` and ``[federated]``; each section maps onto one dataclass
-(:class:`DataConfig`, :class:`fedicd.embed.EmbedConfig`,
+(:class:`DataConfig`, :class:`fedicd.embedding.EmbedConfig`,
 :class:`fedicd.train.TrainConfig`, :class:`fedicd.partition.config.PartitionConfig`,
 :class:`fedicd.federated.config.FedConfig`). Unknown keys are errors, and
 ``--set section.key=value`` overrides are parsed as TOML values.
@@ -24,7 +24,7 @@ else:  # pragma: no cover
 
 from fedicd.config_types import check_section_values
 from fedicd.data.config import DataConfig
-from fedicd.embed import EmbedConfig
+from fedicd.embedding import EmbedConfig
 from fedicd.errors import ConfigError
 from fedicd.federated.config import FedConfig
 from fedicd.partition.config import PartitionConfig

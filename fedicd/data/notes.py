@@ -8,7 +8,7 @@ Privacy
 -------
 A ``CodedNotes`` object holds raw clinical text. Only the embedding step and
 the attacks' scoring code may read ``texts``; everything downstream of
-``fedicd.embed`` works on vectors.
+``fedicd.embedding`` works on vectors.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fedicd.embed import EmbedConfig
+from fedicd.embedding import EmbedConfig
 from tests.embedding.fakes import FakeEncoder
 
 

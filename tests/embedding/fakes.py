@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from fedicd.embed import EmbedConfig
+from fedicd.embedding import EmbedConfig
 
 
 class FakeEncoder:
-    """Duck-typed :class:`fedicd.embed.Encoder`: word ids by crc32, vectors seeded by the ids."""
+    """Duck-typed :class:`fedicd.embedding.Encoder`: word ids by crc32, vectors seeded by the ids."""
 
     dim, window, max_tokens, dtype = 8, 16, 18, "float32"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedicd.embed import EmbedConfig, EmbeddingCache, embed_texts, text_key
+from fedicd.embedding import EmbedConfig, EmbeddingCache, embed_texts, text_key
 from fedicd.embedding import pipeline
 from fedicd.errors import ConfigError
 from tests.embedding.fakes import ENGLISH, FakeEncoder

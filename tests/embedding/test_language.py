@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fedicd.embed import EmbedConfig, embed_texts
+from fedicd.embedding import EmbedConfig, embed_texts
 from fedicd.embedding.language import ENGLISH_SHARE_MIN, check_language, word_shares
 from fedicd.embedding.models import model_language
 from fedicd.errors import ConfigError
