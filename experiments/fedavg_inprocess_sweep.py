@@ -19,8 +19,10 @@ client partition (``partition.json``), e.g. ``runs/parity100/synthetic_fed/feder
 
 This is a fast diagnostic that bypasses Flower: the clients are trained one after another in this process. It
 mirrors fedicd's client loop -- a fresh local optimizer every round (unless ``--adam-state`` says otherwise), the
-learning rate of the global cosine schedule at the round index (:func:`fedicd.federated.client.round_lr`), and
-example-weighted averaging of the client models -- but not its checkpointing, validation or threshold choice:
+learning rate of the global cosine schedule at the round index (:func:`fedicd.local_training.round_lr`), fedicd's
+training loop (:func:`fedicd.train.run_epoch`) and example-weighted averaging of the client models -- but not its
+per-round seeding (one batch-order generator is shared by every client and round here), checkpointing,
+validation or threshold choice:
 micro-/macro-F1 are on the test rows at threshold 0.5. The head, loss and AdamW weight decay (1e-5) are
 ``TrainConfig(mode="federated")``'s defaults. The in-process sweeps quoted in the README (more local steps, server
 momentum, persistent or server-averaged Adam moments, client count K over a fixed pool) came from this script.
@@ -53,11 +55,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedicd.federated.client import round_lr
 from fedicd.federated.staged import MANIFEST, _load
+from fedicd.local_training import local_optimizer, round_lr, set_lr
 from fedicd.metrics import f1_scores
 from fedicd.partition.manifest import read_manifest
-from fedicd.train import TrainConfig, _batches
+from fedicd.train import TrainConfig, plain_step, run_epoch, shuffled_batches
 
 ADAMW_LR = 1e-3          # TrainConfig's default peak lr, the paper's
 ADAMW_WEIGHT_DECAY = 1e-5
@@ -100,26 +102,17 @@ def evaluate(model: torch.nn.Module, data: Data) -> tuple[float, float]:
 
 
 def make_optimizer(name: str, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=ADAMW_WEIGHT_DECAY)
-    return torch.optim.SGD(model.parameters(), lr=lr)
-
-
-def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    for group in opt.param_groups:
-        group["lr"] = lr
+    """fedicd's local optimizer: AdamW with weight decay 1e-5, or plain SGD without weight decay."""
+    return local_optimizer(model, name, lr, ADAMW_WEIGHT_DECAY if name == "adamw" else 0.0)
 
 
 def train_rows(model: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: torch.nn.Module, data: Data,
                rows: torch.Tensor, *, batch_size: int, epochs: int, gen: torch.Generator) -> None:
-    """``epochs`` passes over ``rows`` of the training data in shuffled mini-batches (fedicd's batching)."""
-    model.train()
+    """``epochs`` passes over ``rows`` of the training data in shuffled mini-batches (fedicd's loop)."""
+    x, y = data.x_train[rows], data.y_train[rows]
+    step = plain_step(model, opt, loss_fn)
     for _ in range(epochs):
-        for idx in _batches(torch.randperm(len(rows), generator=gen), batch_size):
-            batch = rows[idx]
-            opt.zero_grad()
-            loss_fn(model(data.x_train[batch]), data.y_train[batch]).backward()
-            opt.step()
+        run_epoch(model, step, shuffled_batches(x, y, batch_size, gen))
 
 
 def weighted_average(states: list[StateDict], weights: torch.Tensor) -> StateDict:

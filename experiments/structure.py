@@ -36,7 +36,7 @@ STAGES: list[tuple[int, str, tuple[str, ...]]] = [
                      "fedicd.strategies")),
     (6, "defences", ("fedicd.privacy", "fedicd.secure")),
     (6, "attacks", ("attacks",)),
-    (7, "assembly", ("fedicd.runner", "fedicd.attack_runs", "fedicd.attack_reports", "fedicd.attack_sweep",
+    (7, "assembly", ("fedicd.runner", "fedicd.partition_run", "fedicd.attack_runs", "fedicd.attack_reports", "fedicd.attack_sweep",
                      "fedicd.report", "fedicd.evaluate", "fedicd.cli", "fedicd.__main__")),
 ]
 CONFIG_SUFFIX = ".config"  # a stage's own config section: configuration, importable from every stage

@@ -4,7 +4,7 @@ A config file has top-level keys (``name``, ``seed``, ``cache_dir``) and the
 sections ``[data]``, ``[embedding]``, ``[train]`` (alias ``[training]``),
 ``[partition]`` and ``[federated]``; each section maps onto one dataclass
 (:class:`DataConfig`, :class:`fedicd.embedding.EmbedConfig`,
-:class:`fedicd.train.TrainConfig`, :class:`fedicd.partition.config.PartitionConfig`,
+:class:`fedicd.train_config.TrainConfig`, :class:`fedicd.partition.config.PartitionConfig`,
 :class:`fedicd.federated.config.FedConfig`). Unknown keys are errors, and
 ``--set section.key=value`` overrides are parsed as TOML values.
 """
@@ -30,7 +30,7 @@ from fedicd.federated.config import FedConfig
 from fedicd.partition.config import PartitionConfig
 from fedicd.privacy.config import PrivacyConfig
 from fedicd.secure.config import SecureAggConfig, check_secure_compatible
-from fedicd.train import TrainConfig
+from fedicd.train_config import TrainConfig
 
 __all__ = ["DataConfig", "ExperimentConfig", "load_config", "config_from_dict", "config_to_dict", "apply_overrides"]
 

@@ -6,71 +6,47 @@ deterministic on CPU: initialisation and shuffling draw from generators seeded
 by ``TrainConfig.seed`` inside :func:`torch.random.fork_rng`, so the caller's
 global CPU RNG state is neither used nor changed. In an experiment,
 ``train.seed`` defaults to the experiment's ``seed``.
+
+The training loop
+-----------------
+:func:`run_epoch` is the one loop of fedicd: centralized training, a federated
+client's local round (:mod:`fedicd.local_training`) and sample-level DP-SGD
+(:mod:`fedicd.privacy.dp_local`) all pass their batches through it. What
+differs is given to it:
+
+* the batch source: :func:`shuffled_batches` (a permutation per epoch) or
+  Poisson sampling (:func:`fedicd.privacy.dp_sgd.poisson_batches`);
+* the step: :func:`plain_step` (loss, backward, ``opt.step()``) or
+  :meth:`fedicd.privacy.dp_sgd.DPStepper.step` (per-sample clipping and noise);
+* the step's hooks: ``after_loss`` edits the loss before backward (FedProx's
+  proximal term) and ``before_update`` edits the finished gradients right
+  before the optimizer update (SCAFFOLD's correction; under DP-SGD FedProx's
+  proximal gradient, added after the noise).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 from torch import nn
 
 from fedicd.errors import ShapeError
-from fedicd.heads import build_head
-from fedicd.losses import HybridLoss
+from fedicd.train_config import TrainConfig
 
-__all__ = ["TrainConfig", "TrainResult", "train_central", "predict_proba", "make_optimizer", "train_epoch"]
+__all__ = ["TrainConfig", "TrainResult", "train_central", "predict_proba", "make_optimizer", "train_epoch",
+           "run_epoch", "plain_step", "shuffled_batches", "Step", "Batch"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Head and optimisation settings (defaults: the paper's)."""
-
-    mode: str = "central"
-    head: str = "mlp"
-    hidden: tuple[int, ...] | None = None
-    norm: str | None = None
-    dropout: float = 0.1
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    focal_alpha: float = 0.35
-    focal_gamma: float = 2.0
-    bce_weight: float = 0.5
-    seed: int | None = None
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError(f"lr must be > 0 and weight_decay >= 0, got lr={self.lr}, weight_decay={self.weight_decay}")
-        if self.hidden is not None:
-            object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        if self.mode not in ("central", "federated"):
-            raise ValueError(f"mode must be 'central' or 'federated', got {self.mode!r}")
-        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
-            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
-        with torch.random.fork_rng(devices=[]):  # a throw-away build checks head, norm, dropout, widths now
-            self.build(4, 2)
-
-    @property
-    def resolved_seed(self) -> int:
-        return 0 if self.seed is None else int(self.seed)
-
-    def build(self, input_dim: int, n_labels: int) -> nn.Module:
-        return build_head(self.head, input_dim, n_labels, hidden=self.hidden, norm=self.norm, dropout=self.dropout)
-
-    def loss(self, reduction: str = "mean") -> HybridLoss:
-        return HybridLoss(alpha=self.focal_alpha, gamma=self.focal_gamma, bce_weight=self.bce_weight,
-                          reduction=reduction)
+Batch = tuple[torch.Tensor, torch.Tensor]
+Step = Callable[[torch.Tensor, torch.Tensor], float | None]
+"""One optimisation step on a batch ``(x, y)``; returns the batch loss, or None when there is none (an
+empty Poisson batch)."""
 
 
 @dataclass
@@ -100,20 +76,47 @@ def make_optimizer(model: nn.Module, config: TrainConfig, total_epochs: int):
     return opt, sched
 
 
+def run_epoch(model: nn.Module, step: Step, batches: Iterable[Batch]) -> float:
+    """One pass of ``step`` over ``batches`` in training mode; returns the mean of the batch losses it reported."""
+    model.train()
+    total, n_batches = 0.0, 0
+    for x, y in batches:
+        loss = step(x, y)
+        if loss is not None:
+            total += loss
+            n_batches += 1
+    return total / max(n_batches, 1)
+
+
+def plain_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, *,
+               after_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               before_update: Callable[[], None] | None = None) -> Step:
+    """A non-private step: loss (``after_loss`` may add to it), backward, ``before_update``, ``opt.step()``."""
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> float:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        if after_loss is not None:
+            loss = after_loss(loss)
+        loss.backward()
+        if before_update is not None:
+            before_update()
+        opt.step()
+        return float(loss.detach())
+
+    return step
+
+
+def shuffled_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+    """The rows of ``(x, y)`` in mini-batches of a fresh permutation drawn from ``generator``."""
+    for idx in _batches(torch.randperm(len(x), generator=generator), batch_size):
+        yield x[idx], y[idx]
+
+
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: nn.Module, x: torch.Tensor,
                 y: torch.Tensor, *, batch_size: int, generator: torch.Generator) -> float:
     """One pass over ``(x, y)`` in shuffled mini-batches; returns the mean batch loss."""
-    model.train()
-    order = torch.randperm(len(x), generator=generator)
-    total, n_batches = 0.0, 0
-    for idx in _batches(order, batch_size):
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x[idx]), y[idx])
-        loss.backward()
-        opt.step()
-        total += float(loss.detach())
-        n_batches += 1
-    return total / max(n_batches, 1)
+    return run_epoch(model, plain_step(model, opt, loss_fn), shuffled_batches(x, y, batch_size, generator))
 
 
 def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from fedicd.errors import ShapeError
 from fedicd.metrics import compute_metrics
-from fedicd.train import TrainConfig, _batches, predict_proba, train_central
+from fedicd.train import TrainConfig, _batches, plain_step, predict_proba, run_epoch, shuffled_batches, train_central
 
 
 def test_learns_a_separable_task(separable_task):
@@ -56,3 +56,48 @@ def test_bad_inputs_raise(separable_task):
         train_central(bad, y[:10])
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         TrainConfig(epochs=0)
+
+
+def test_shuffled_batches_cover_every_row_once_in_the_generators_order():
+    x, y = torch.arange(10.0)[:, None], torch.arange(10.0)[:, None] * 2
+    batches = list(shuffled_batches(x, y, 4, torch.Generator().manual_seed(3)))
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(3))
+    assert [len(b[0]) for b in batches] == [4, 4, 2]
+    assert torch.equal(torch.cat([b[0] for b in batches])[:, 0], order.float())
+    assert all(torch.equal(by, 2 * bx) for bx, by in batches)
+
+
+def test_run_epoch_averages_the_reported_losses_and_skips_batches_without_one():
+    model = torch.nn.Linear(2, 1)
+    model.eval()
+    seen = []
+
+    def step(x, y):
+        seen.append(len(x))
+        return None if len(x) == 0 else float(len(x))
+
+    batches = [(torch.zeros(n, 2), torch.zeros(n, 1)) for n in (3, 0, 5)]
+    assert run_epoch(model, step, batches) == 4.0 and seen == [3, 0, 5] and model.training
+    assert run_epoch(model, step, []) == 0.0
+
+
+def test_plain_step_hooks_run_in_order_around_backward():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    events = []
+
+    def after_loss(loss):
+        events.append(("after_loss", model.weight.grad))
+        return loss + 1.0
+
+    def before_update():
+        events.append(("before_update", model.weight.grad.clone()))
+        model.weight.grad.zero_()
+
+    w = model.weight.detach().clone()
+    loss = plain_step(model, opt, torch.nn.functional.mse_loss, after_loss=after_loss, before_update=before_update)(
+        torch.randn(4, 3), torch.randn(4, 1))
+    assert [e[0] for e in events] == ["after_loss", "before_update"]
+    assert events[0][1] is None and events[1][1].abs().sum() > 0
+    assert loss > 1.0 and torch.equal(model.weight.detach(), w)  # the update used the zeroed gradient

@@ -1,8 +1,10 @@
 """A client's local training round under sample-level DP-SGD, with its budget check.
 
-The same schedule as non-private local training (cosine learning rate of the
-global run, AdamW or SGD, FedProx term) but each step is a DP-SGD step on a
-Poisson-sampled batch (:class:`fedicd.privacy.dp_sgd.DPStepper`). SCAFFOLD is
+The same loop and schedule as non-private local training
+(:func:`fedicd.local_training.run_local_epochs`: cosine learning rate of the
+global run, AdamW or SGD, FedProx) but each step is a DP-SGD step on a
+Poisson-sampled batch (:class:`fedicd.privacy.dp_sgd.DPStepper`), and FedProx's
+proximal gradient is added after the noise (it reads no data). SCAFFOLD is
 refused: its control variates are full-batch gradients of the private data.
 
 Randomness: by default Poisson sampling and noise come from generators seeded
@@ -26,10 +28,11 @@ from dataclasses import dataclass
 
 import torch
 
-from fedicd.federated.client import LocalTrainConfig, local_optimizer, round_lr, round_seed
+from fedicd.local_training import (LocalTrainConfig, local_optimizer, proximal_gradient_, round_seed,
+                                   run_local_epochs)
 from fedicd.privacy.accounting import DPPlan, PrivacyBudgetExhausted, epsilon_of, plan_dp
 from fedicd.privacy.config import PrivacyConfig
-from fedicd.privacy.dp_sgd import DPStepper
+from fedicd.privacy.dp_sgd import DPStepper, poisson_batches
 from fedicd.train import TrainConfig
 
 __all__ = ["client_plan", "check_budget", "dp_local_train", "DPRoundResult"]
@@ -82,34 +85,37 @@ def dp_local_train(model: torch.nn.Module, x_train, y_train, train_cfg: TrainCon
         raise ValueError(f"the DP plan is for {plan.n} notes but the client holds {len(x)}")
     peak_lr = local.lr or train_cfg.lr
     opt = local_optimizer(model, local.optimizer, peak_lr, train_cfg.weight_decay)
-    global_params = [p.detach().clone() for p in model.parameters()] if local.proximal_mu > 0 else None
-
-    def proximal_grad() -> None:  # the gradient of (μ/2)‖w − w_g‖², added after the noise (it reads no data)
-        for p, g in zip(model.parameters(), global_params):
-            p.grad.add_(p.detach() - g, alpha=local.proximal_mu)
-
-    seed = round_seed(local)
-    if privacy.secure_rng:
-        sampler = torch.Generator().manual_seed(secrets.randbits(62))
-        noise_gen = torch.Generator().manual_seed(secrets.randbits(62))
-    else:
-        sampler = torch.Generator().manual_seed(seed + 11)
-        noise_gen = torch.Generator().manual_seed(seed + 12)
-    total_epochs = local.total_rounds * local.local_epochs
+    before_update = _proximal_gradient_hook(model, local.proximal_mu)
+    sampler, noise_gen = _generators(round_seed(local), privacy.secure_rng)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(round_seed(local))
         stepper = DPStepper(model, opt, train_cfg.loss(), plan, clip=privacy.clip, clipping=privacy.clipping,
                             history=history, noise_generator=noise_gen, secure_rng=privacy.secure_rng)
         try:
-            model.train()
-            for e in range(local.local_epochs):
-                for group in opt.param_groups:
-                    group["lr"] = round_lr(peak_lr, (local.server_round - 1) * local.local_epochs + e, total_epochs)
-                for _ in range(plan.steps_per_epoch):
-                    idx = (torch.rand(plan.n, generator=sampler) < plan.sample_rate).nonzero().squeeze(1)
-                    stepper.step(x[idx], y[idx], proximal_grad if global_params is not None else None)
+            run_local_epochs(model, opt, peak_lr, local, lambda xb, yb: stepper.step(xb, yb, before_update),
+                             lambda: poisson_batches(x, y, plan.sample_rate, plan.steps_per_epoch, sampler))
         finally:
             stepper.close()
+    return _round_result(stepper, plan)
+
+
+def _proximal_gradient_hook(model: torch.nn.Module, mu: float):
+    """FedProx under DP-SGD: ``mu * (w - w_g)`` added to the noised gradients (None when ``mu = 0``)."""
+    if not mu > 0:
+        return None
+    global_params = [p.detach().clone() for p in model.parameters()]
+    return lambda: proximal_gradient_(model, global_params, mu)
+
+
+def _generators(seed: int, secure_rng: bool) -> tuple[torch.Generator, torch.Generator]:
+    """(Poisson sampler, noise) generators: seeded by the round's seed, or from the OS's entropy when secure."""
+    if secure_rng:
+        return (torch.Generator().manual_seed(secrets.randbits(62)),
+                torch.Generator().manual_seed(secrets.randbits(62)))
+    return torch.Generator().manual_seed(seed + 11), torch.Generator().manual_seed(seed + 12)
+
+
+def _round_result(stepper: DPStepper, plan: DPPlan) -> DPRoundResult:
     s = stepper.stats
     return DPRoundResult(loss=s.loss_sum / s.loss_batches if s.loss_batches else math.nan, history=stepper.history,
                          epsilon=epsilon_of(stepper.history, plan.delta), steps=s.steps,

@@ -1,6 +1,7 @@
 """Sample-level DP-SGD for one client's local training (Opacus noise, accounting and sampling).
 
-One step: a Poisson-sampled batch (each note kept with probability q), the
+One step: a Poisson-sampled batch (each note kept with probability q,
+:func:`poisson_batches`), the
 per-sample HybridLoss, per-sample gradients clipped to norm C and summed
 (:mod:`fedicd.privacy.fused_clipping`, or Opacus' ghost clipping / hooks),
 Gaussian noise of std σ·C added by Opacus' optimizer, division by the expected
@@ -8,11 +9,15 @@ batch size q·n, then the local optimizer's update (AdamW or SGD; FedProx's
 proximal gradient, which does not touch data, is added after the noise). An
 empty Poisson batch still takes a noise-only step, as the analysis assumes.
 Every step is recorded in Opacus' RDP accountant.
+
+:meth:`DPStepper.step` is a step of :func:`fedicd.train.run_epoch`, the loop
+non-private training runs too.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +33,7 @@ from fedicd.losses import HybridLoss
 from fedicd.privacy.accounting import DPPlan
 from fedicd.privacy.fused_clipping import FusedClipper
 
-__all__ = ["make_private_head", "DPStepper", "PerSampleCriterion"]
+__all__ = ["make_private_head", "DPStepper", "PerSampleCriterion", "poisson_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,15 @@ class PerSampleCriterion:
 def per_sample_loss(loss: HybridLoss) -> HybridLoss:
     """The same HybridLoss with one value per sample (the mean over labels)."""
     return HybridLoss(alpha=loss.alpha, gamma=loss.gamma, bce_weight=loss.bce_weight, reduction="per_sample")
+
+
+def poisson_batches(x: torch.Tensor, y: torch.Tensor, sample_rate: float, steps: int,
+                    generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``steps`` Poisson-sampled batches of ``(x, y)``: each row kept independently with probability
+    ``sample_rate`` (a batch may be empty)."""
+    for _ in range(steps):
+        idx = (torch.rand(len(x), generator=generator) < sample_rate).nonzero().squeeze(1)
+        yield x[idx], y[idx]
 
 
 @dataclass
@@ -132,36 +146,45 @@ class DPStepper:
         elif self._gsm is not None:
             self._gsm._close()
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, extra_grad=None) -> None:
-        """One DP-SGD step on the sampled rows ``x, y`` (may be empty)."""
+    def step(self, x: torch.Tensor, y: torch.Tensor, before_update: Callable[[], None] | None = None) -> float | None:
+        """One DP-SGD step on the sampled rows ``x, y`` (may be empty); returns the mean per-sample loss,
+        None for an empty batch. ``before_update`` edits the noised gradients before the optimizer update."""
         self.optimizer.zero_grad(set_to_none=False)
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        loss = None
         if len(x) == 0:
-            self.stats.empty_batches += 1
-            for p in params:
-                p.grad = torch.zeros_like(p)
-                if self.clipping == "hooks":
-                    p.grad_sample = torch.zeros(0, *p.shape, dtype=p.dtype)
+            self._empty_gradients()
         elif self.clipping == "fused":
             per_sample = self._per_sample(self.model(x), y)
             norms = self._clipper.clip_and_accumulate(per_sample, self.clip)
-            self._record(per_sample, norms)
+            loss = self._record(per_sample, norms)
         elif self.clipping == "ghost":
-            loss = self._criterion(self._gsm(x), y)
-            loss.backward()
-            self._record(loss.loss_per_sample, None)
+            ghost_loss = self._criterion(self._gsm(x), y)
+            ghost_loss.backward()
+            loss = self._record(ghost_loss.loss_per_sample, None)
         else:
             per_sample = self._per_sample(self._gsm(x), y)
             per_sample.mean().backward()
-            self._record(per_sample, None)
+            loss = self._record(per_sample, None)
         if self.optimizer.pre_step():
-            if extra_grad is not None:
-                extra_grad()
+            if before_update is not None:
+                before_update()
             self.optimizer.original_optimizer.step()
         self.stats.steps += 1
+        return loss
 
-    def _record(self, per_sample: torch.Tensor, norms: torch.Tensor | None) -> None:
-        self.stats.loss_sum += float(per_sample.detach().mean())
+    def _empty_gradients(self) -> None:
+        """Zero gradients for an empty Poisson batch: the step is noise only."""
+        self.stats.empty_batches += 1
+        for p in self.model.parameters():
+            if p.requires_grad:
+                p.grad = torch.zeros_like(p)
+                if self.clipping == "hooks":
+                    p.grad_sample = torch.zeros(0, *p.shape, dtype=p.dtype)
+
+    def _record(self, per_sample: torch.Tensor, norms: torch.Tensor | None) -> float:
+        loss = float(per_sample.detach().mean())
+        self.stats.loss_sum += loss
         self.stats.loss_batches += 1
         if norms is not None:
             self.stats.clipped_fraction_sum += float((norms > self.clip).float().mean())
+        return loss

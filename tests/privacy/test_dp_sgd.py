@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fedicd.federated.client import LocalTrainConfig
 from fedicd.heads import build_head
+from fedicd.local_training import LocalTrainConfig
 from fedicd.losses import HybridLoss
 from fedicd.privacy.accounting import (DPPlan, PrivacyBudgetExhausted, epsilon_of, load_history, plan_dp,
                                        save_history)
@@ -33,8 +33,9 @@ def test_fused_clipping_step_equals_opacus_step_without_noise(clipping):
         model.load_state_dict(base.state_dict())
         stepper = DPStepper(model, torch.optim.SGD(model.parameters(), lr=1.0), HybridLoss(), _plan(), clip=0.01,
                             clipping=mode)
-        stepper.step(x, y)
+        loss = stepper.step(x, y)
         stepper.close()
+        assert loss == pytest.approx(stepper.stats.loss_sum) and stepper.stats.loss_batches == 1
         updated[mode] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     for k in updated["fused"]:
         torch.testing.assert_close(updated["fused"][k], updated[clipping][k], rtol=1e-4, atol=1e-7)
@@ -49,7 +50,7 @@ def test_noise_has_std_sigma_times_clip_over_the_expected_batch():
     gen = torch.Generator().manual_seed(3)
     stepper = DPStepper(model, torch.optim.SGD(model.parameters(), lr=1.0), HybridLoss(),
                         _plan(n=n, sigma=sigma, q=q), clip=clip, noise_generator=gen)
-    stepper.step(torch.zeros(0, 256), torch.zeros(0, 300))
+    assert stepper.step(torch.zeros(0, 256), torch.zeros(0, 300)) is None  # no loss to report
     delta = (before - torch.cat([p.detach().flatten() for p in model.parameters()])).double()
     expected_std = sigma * clip / (q * n)
     m = delta.numel()  # ~285k draws: the sample std is within 1 % with overwhelming probability
