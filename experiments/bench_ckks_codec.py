@@ -12,14 +12,14 @@ Settings:
 * ``tenseal-naive``: TenSEAL ``CKKSVector`` (real slots), N=8192, primes [60, 40, 40, 60], Δ=2^40,
   public-key encryption; the client sends [n_k, n_k·x_k] in chunks of N/2 values.
 * ``tenseal-add-only``: the same with primes [50, 50] (no multiplicative depth).
-* ``fedicd-default``: :class:`fedicd.secure.ckks.CkksParams` defaults (2 limbs per value).
+* ``fedicd-default``: :class:`fedicd.secure.ckks_params.CkksParams` defaults (2 limbs per value).
 * ``fedicd-compact``: one limb per value (half the bytes; coarse fixed point, small counts only).
 * ``fedicd-precise``: a 54-bit data prime, Δ=2^19 and 28 fraction bits (up to 16 clients, 2^16 examples).
 
 Reported per setting: bytes per client / fp32 bytes (from the serialised bytes actually sent),
 aggregate bytes / fp32 bytes (what the server sends back), mean encryption seconds per client,
 aggregation seconds (all K), decryption seconds, max |error| and, for fedicd settings, the
-documented :func:`~fedicd.secure.ckks.precision_bound`.
+documented :func:`~fedicd.secure.ckks_params.precision_bound`.
 """
 
 from __future__ import annotations
@@ -32,14 +32,9 @@ from pathlib import Path
 import numpy as np
 import tenseal as ts
 
-from fedicd.secure.ckks import (
-    CkksParams,
-    aggregate_encrypted,
-    decrypt_average,
-    encrypt_update,
-    make_keys,
-    precision_bound,
-)
+from fedicd.secure.ckks import aggregate_encrypted, decrypt_average, encrypt_update
+from fedicd.secure.ckks_keys import make_keys
+from fedicd.secure.ckks_params import CkksParams, precision_bound
 
 FEDICD_SETTINGS = {
     "fedicd-default": CkksParams(),

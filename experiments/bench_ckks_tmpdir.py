@@ -2,7 +2,7 @@
 
     python experiments/bench_ckks_tmpdir.py [--params 1085585] [--clients 3] [--repeats 2]
 
-TenSEAL's SEAL bindings only load and save ciphertexts through files; fedicd.secure.ckks keeps
+TenSEAL's SEAL bindings only load and save ciphertexts through files; fedicd.secure.ckks_seal keeps
 them in /dev/shm when it exists. Prints mean seconds per client encryption, for adding the
 clients' updates, and for decrypting the sum, under each directory.
 """
@@ -15,7 +15,7 @@ import time
 import numpy as np
 import tenseal as ts
 
-from fedicd.secure import ckks
+from fedicd.secure import ckks, ckks_keys, ckks_seal
 
 
 def main() -> None:
@@ -24,13 +24,13 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
-    secret, public = ckks.make_keys()
+    secret, public = ckks_keys.make_keys()
     cs, cp = ts.context_from(secret), ts.context_from(public)
     arrays = {"w": np.random.default_rng(0).normal(size=args.params).astype(np.float32) * 0.05}
     times: dict[str, list] = {"default temp dir": [], "/dev/shm": []}
     for _ in range(args.repeats):
         for label, where in (("default temp dir", None), ("/dev/shm", "/dev/shm")):
-            ckks._MEMORY_TMP = where
+            ckks_seal._MEMORY_TMP = where
             t = time.perf_counter()
             ups = [ckks.encrypt_update(cs, arrays, 100 + i) for i in range(args.clients)]
             enc = (time.perf_counter() - t) / args.clients

@@ -31,9 +31,11 @@ from pathlib import Path
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
-from fedicd.secure.ckks import (CiphertextError, CkksParams, EncryptedUpdate, SecretKeyError, SecureAggregationError,
-                                aggregate_encrypted, decrypt_average, encrypt_update, key_id, load_context,
-                                validate_update)
+from fedicd.secure.ckks import aggregate_encrypted, decrypt_average, encrypt_update, validate_update
+from fedicd.secure.ckks_errors import CiphertextError, SecretKeyError, SecureAggregationError
+from fedicd.secure.ckks_keys import key_id, load_context
+from fedicd.secure.ckks_params import CkksParams
+from fedicd.secure.ckks_update import EncryptedUpdate
 
 __all__ = ["CKKS_RECORD", "CkksServer", "CkksKeyHolder", "write_key_dir", "read_params", "update_record",
            "record_update", "STATE_KEY", "check_key_pair"]
@@ -47,7 +49,7 @@ PARAMS_FILE = "params.json"
 
 def write_key_dir(directory: str | Path, params: CkksParams | None = None, *, overwrite: bool = False) -> dict:
     """``fedicd keys``: a fresh key pair (``secret.ctx``, ``public.ctx``) and ``params.json`` in ``directory``."""
-    from fedicd.secure.ckks import save_keys
+    from fedicd.secure.ckks_keys import save_keys
 
     params = params or CkksParams()
     secret, public = save_keys(directory, params, overwrite=overwrite)

@@ -16,25 +16,20 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from fedicd.errors import ConfigError
-from fedicd.secure import ckks
-from fedicd.secure.ckks import (
+from fedicd.secure import ckks, ckks_keys, ckks_packing
+from fedicd.secure.ckks import aggregate_encrypted, decrypt_average, encrypt_update
+from fedicd.secure.ckks_errors import (
     CapacityError,
     CiphertextError,
-    CkksParams,
     ClipError,
     CountError,
-    EncryptedUpdate,
     LayoutError,
     NonFiniteError,
     SecretKeyError,
-    aggregate_encrypted,
-    decrypt_average,
-    encrypt_update,
-    load_context,
-    make_keys,
-    precision_bound,
-    save_keys,
 )
+from fedicd.secure.ckks_keys import load_context, make_keys, save_keys
+from fedicd.secure.ckks_params import CkksParams, precision_bound
+from fedicd.secure.ckks_update import EncryptedUpdate
 
 PARAMS = CkksParams()
 # One value per real slot component: half the bytes, coarse precision, small counts only.
@@ -158,7 +153,7 @@ def test_save_and_load_keys(tmp_path):
     assert stat.S_IMODE(os.stat(secret_path).st_mode) == 0o600
     secret, public = load_context(secret_path), load_context(public_path)
     assert secret.is_private() and not public.is_private()
-    assert ckks._key_id(secret) == ckks._key_id(public)
+    assert ckks_keys.key_id(secret) == ckks_keys.key_id(public)
     encrypted = encrypt_update(secret, {"w": np.array([0.5], np.float32)}, 2, PARAMS)
     avg, total = decrypt_average(secret, aggregate_encrypted(public, [encrypted]), PARAMS)
     assert avg["w"][0] == 0.5 and total == 2
@@ -244,7 +239,7 @@ def test_counts_out_of_range():
             encrypt_update(secret, update, n, PARAMS)
     # a total of zero cannot come from encrypt_update; forge one from the packed form
     layout = (("w", (3,)),)
-    zero = ckks._encrypt_packed(secret, ckks._pack(0, np.zeros(3, np.int64), PARAMS), layout, PARAMS)
+    zero = ckks._encrypt_packed(secret, ckks_packing.pack(0, np.zeros(3, np.int64), PARAMS), layout, PARAMS)
     with pytest.raises(CountError, match="total example count of the aggregate is zero"):
         decrypt_average(secret, aggregate_encrypted(public, [zero]), PARAMS)
 

@@ -26,13 +26,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from fedicd.secure.secagg import (
-    SecAggDropoutError,
-    SecAggPlusConfig,
-    secagg_train_round,
-    secaggplus_client_mod,
-    strategy_reply,
-)
+from fedicd.secure.secagg import SecAggDropoutError, secagg_train_round, strategy_reply
+from fedicd.secure.secagg_client import secaggplus_client_mod
+from fedicd.secure.secagg_config import SecAggPlusConfig
 
 N_CLIENTS = 5
 SA = SecAggPlusConfig(num_shares=5, reconstruction_threshold=3, max_weight=100.0, timeout=60.0)
