@@ -9,12 +9,14 @@ settings, examples, baselines).
 Attacks: bag-of-words inversion (:mod:`attacks.bow`), generative inversion with
 optional re-embedding correction (:mod:`attacks.generative`), retrieval inversion
 (:mod:`attacks.retrieval`), attribute inference (:mod:`attacks.attribute`); defences
-to measure them against in :mod:`attacks.defences`. fedicd's glue (its data, the
-public encoder, the ``fedicd attack`` CLI) lives in ``fedicd.attack_reports`` and
-``fedicd.attack_sweep``; this package never imports fedicd.
+to measure them against in :mod:`attacks.defences`. A new kind of attack declares
+what its adversary holds with :func:`attacks.threat.register_threat_model`.
+fedicd's glue (its data, the public encoder, the attack registry behind the
+``fedicd attack`` CLI) lives in ``fedicd.attack_runs``; this package never
+imports fedicd.
 """
 
 from attacks.report import AttackReport
-from attacks.threat import THREAT_MODELS, AdversaryView, ThreatModelError
+from attacks.threat import THREAT_MODELS, AdversaryView, ThreatModelError, register_threat_model
 
-__all__ = ["THREAT_MODELS", "AdversaryView", "AttackReport", "ThreatModelError"]
+__all__ = ["THREAT_MODELS", "AdversaryView", "AttackReport", "ThreatModelError", "register_threat_model"]

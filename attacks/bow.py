@@ -90,7 +90,8 @@ class BowInverter:
         return self
 
     def _probs(self, x: np.ndarray) -> np.ndarray:
-        assert self.model is not None, "fit first"
+        if self.model is None:
+            raise RuntimeError("BowInverter: call fit() before predicting")
         self.model.eval()
         with torch.inference_mode():
             return torch.sigmoid(self.model(torch.as_tensor(np.asarray(x, dtype=np.float32)))).numpy()

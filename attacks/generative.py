@@ -267,7 +267,8 @@ class GenerativeInverter:
     def generate(self, embeddings: np.ndarray, *, sample: bool = False, generator: torch.Generator | None = None,
                  batch_size: int = 256) -> list[str]:
         """Greedy (default) or temperature-sampled text for each embedding row."""
-        assert self.model is not None, "fit first"
+        if self.model is None:
+            raise RuntimeError("GenerativeInverter: call fit() before generating")
         cfg = self.config
         dev = torch.device(cfg.device)
         out: list[str] = []

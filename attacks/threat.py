@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["AdversaryView", "ThreatModelError", "THREAT_MODELS"]
+__all__ = ["AdversaryView", "ThreatModelError", "THREAT_MODELS", "register_threat_model"]
 
 Encoder = Callable[[Sequence[str]], np.ndarray]
 
@@ -32,6 +32,18 @@ THREAT_MODELS = {
                            "(e.g. a mental-health or HIV code, pregnancy, sex words, site); wants that attribute "
                            "for each victim.",
 }
+
+
+def register_threat_model(attack: str, description: str) -> None:
+    """Declare a new kind of attack report: what its adversary holds and what it wants.
+
+    :class:`attacks.report.AttackReport` refuses report kinds without a threat model.
+    """
+    if not description.strip():
+        raise ValueError(f"attack {attack!r}: describe its threat model (what the adversary holds and wants)")
+    if THREAT_MODELS.get(attack, description) != description:
+        raise ValueError(f"attack {attack!r} already has a different threat model")
+    THREAT_MODELS[attack] = description
 
 
 class ThreatModelError(TypeError):

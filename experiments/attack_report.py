@@ -35,8 +35,8 @@ import numpy as np
 from attacks import AdversaryView, AttackReport
 from attacks.retrieval import hits_at_k, rank_candidates
 from attacks.scoring import summarize
-from fedicd.attack_reports import (AttackData, attribute_report, bow_report, clinical_vocabulary, embed,
-                                   generative_report, load_attack_data)
+from fedicd.attack_runs.data import AttackData, clinical_vocabulary, embed, load_attack_data
+from fedicd.attack_runs.reports import attribute_report, bow_report, generative_report
 from fedicd.config import load_config
 
 CONFIGS = {"synthetic": "experiments/configs/synthetic_fed.toml", "codiesp": "experiments/configs/codiesp_fed.toml"}

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fedicd.attack_sweep import parse_defence
+from fedicd.attack_runs.sweep import parse_defence
 from fedicd.cli import DEMO_CONFIG, main
 from fedicd.errors import ConfigError
 
@@ -111,7 +111,7 @@ def test_noise_defence_draws_fresh_noise_on_every_call():
     """Two same-length batches (or the adversary re-embedding guesses) must not share the defender's noise."""
     import numpy as np
 
-    from fedicd.attack_sweep import make_defence
+    from fedicd.attack_runs.sweep import make_defence
 
     x = np.ones((4, 8), np.float32)
     defend = make_defence("noise", 0.1, x, seed=0)

@@ -173,7 +173,7 @@ class EmbeddingResult:
     Privacy
     -------
     Sentence embeddings can be inverted into close paraphrases of the note
-    (see ``attacks/embedding_inversion``); treat ``vectors`` as patient data.
+    (see ``attacks.generative`` and docs/threat-models.md); treat ``vectors`` as patient data.
     """
 
     vectors: np.ndarray

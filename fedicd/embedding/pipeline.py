@@ -10,7 +10,7 @@ block by block, so an interrupted run resumes where it stopped.
 Privacy
 -------
 Reads raw note text and returns embeddings, which can be inverted into close
-paraphrases of the notes; see ``attacks/embedding_inversion``.
+paraphrases of the notes; see ``attacks.generative`` and docs/threat-models.md.
 """
 
 from __future__ import annotations

@@ -5,14 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fedicd.errors import ConfigError
+from fedicd.strategies.config import strategy_args, strategy_names
 
-__all__ = ["FedConfig", "FAULT_KINDS", "LOCAL_OPTIMIZERS", "STRATEGY_NAMES"]
+__all__ = ["FedConfig", "FAULT_KINDS", "LOCAL_OPTIMIZERS"]
 
 FAULT_KINDS = ("raise", "nan", "shape")
 LOCAL_OPTIMIZERS = ("adamw", "sgd")
-# the names registered in fedicd.strategies (kept here so configs are checked without importing Flower;
-# tests/federated/test_local.py checks the two agree)
-STRATEGY_NAMES = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "scaffold")
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,7 @@ class FedConfig:
     """
 
     rounds: int = 100
-    strategy: str = "fedavg"
+    strategy: str = "fedavg"  # a name registered in fedicd.strategies.config
     local_epochs: int = 1
     local_optimizer: str = "adamw"
     local_lr: float = 0.0
@@ -60,6 +58,7 @@ class FedConfig:
     min_available: int = 0
     min_train: int = 0
     min_evaluate: int = 0
+    # strategies' hyper-parameters: the one place their defaults live (fedicd.strategies.config)
     proximal_mu: float = 0.01
     server_lr: float = 1.0
     server_momentum: float = 0.9
@@ -88,8 +87,8 @@ class FedConfig:
         for name in ("fraction_train", "fraction_evaluate", "max_rejected_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"federated.{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.strategy not in STRATEGY_NAMES:
-            raise ConfigError(f"federated.strategy must be one of {list(STRATEGY_NAMES)}, got {self.strategy!r}")
+        if self.strategy not in strategy_names():  # the strategy registry imports no Flower
+            raise ConfigError(f"federated.strategy must be one of {list(strategy_names())}, got {self.strategy!r}")
         if self.local_optimizer not in LOCAL_OPTIMIZERS:
             raise ConfigError(f"federated.local_optimizer must be one of {list(LOCAL_OPTIMIZERS)}, "
                               f"got {self.local_optimizer!r}")
@@ -112,3 +111,7 @@ class FedConfig:
                 raise ConfigError(f"federated.{name}={v} exceeds the {n_clients} clients of the partition; "
                                   "the round would wait forever")
         return values  # type: ignore[return-value]
+
+    def strategy_args(self, n_clients: int) -> dict:
+        """:func:`fedicd.strategies.build_strategy`'s keywords for a partition of ``n_clients`` clients."""
+        return strategy_args(self, n_clients)

@@ -1,19 +1,18 @@
 """Partitioners of coded notes into federated clients, property-tested.
 
-Schemes (registry names): ``iid``, ``dirichlet`` (multi-label mixture or
-primary-label label skew), ``quantity`` (size skew), ``natural`` (one client
-per site). Each takes the notes' code lists and returns a :class:`Partition`;
+Schemes (names in :mod:`fedicd.partition.registry`, the one registry
+``make_partition`` and the tests use): ``iid``, ``dirichlet`` (multi-label
+mixture or primary-label label skew), ``quantity`` (size skew), ``natural`` (one
+client per site). Each takes the notes' code lists and returns a :class:`Partition`;
 :func:`partition_stats`, :func:`check_feasibility` and the manifest helpers
 work on any of them. :func:`validation_partition` shares the validation notes
 among the clients (``partition.client_validation``); the rules that
 ``fedicd partition`` and a federated ``fedicd run`` both apply live in
-:mod:`fedicd.partition.rules` (not imported here: it needs the experiment's
-data preparation).
+:mod:`fedicd.partition.rules`. This package works on codes, sites and seeds
+only; preparing an experiment's notes for it is :mod:`fedicd.partition_run`'s job.
 """
 
 from __future__ import annotations
-
-from typing import Callable
 
 from fedicd.partition.base import Partition, PartitionError
 from fedicd.partition.dirichlet import dirichlet_partition
@@ -22,24 +21,13 @@ from fedicd.partition.iid import iid_partition
 from fedicd.partition.manifest import read_manifest, write_manifest
 from fedicd.partition.natural import natural_partition
 from fedicd.partition.quantity import quantity_partition
+from fedicd.partition.registry import (PARTITIONERS, PartitionerSpec, get_partitioner, partitioner_names,
+                                       register_partitioner)
 from fedicd.partition.stats import PartitionStats, partition_stats, plot_heatmap
 from fedicd.partition.validation import CLIENT_VALIDATION, validation_partition
 
-__all__ = ["Partition", "PartitionError", "PARTITIONERS", "get_partitioner", "iid_partition",
+__all__ = ["Partition", "PartitionError", "PARTITIONERS", "PartitionerSpec", "get_partitioner", "partitioner_names",
+           "register_partitioner", "iid_partition",
            "dirichlet_partition", "quantity_partition", "natural_partition", "partition_stats", "PartitionStats",
            "plot_heatmap", "check_feasibility", "drop_infeasible_codes", "FeasibilityReport", "write_manifest",
            "read_manifest", "validation_partition", "CLIENT_VALIDATION"]
-
-PARTITIONERS: dict[str, Callable[..., Partition]] = {
-    "iid": iid_partition,
-    "dirichlet": dirichlet_partition,
-    "quantity": quantity_partition,
-    "natural": natural_partition,
-}
-
-
-def get_partitioner(name: str) -> Callable[..., Partition]:
-    """The partitioner registered as ``name``."""
-    if name not in PARTITIONERS:
-        raise ValueError(f"unknown partitioner {name!r}; choose one of {sorted(PARTITIONERS)}")
-    return PARTITIONERS[name]

@@ -7,22 +7,19 @@ from typing import Sequence
 
 from fedicd.errors import ConfigError
 from fedicd.partition.base import Codes, Partition
-from fedicd.partition.dirichlet import SCHEMES, dirichlet_partition
-from fedicd.partition.iid import iid_partition
-from fedicd.partition.natural import natural_partition
-from fedicd.partition.quantity import DISTRIBUTIONS, quantity_partition
+from fedicd.partition.dirichlet import SCHEMES
+from fedicd.partition.quantity import DISTRIBUTIONS
+from fedicd.partition.registry import partitioner_names, run_partitioner
 from fedicd.partition.validation import CLIENT_VALIDATION
 
 __all__ = ["PartitionConfig", "make_partition"]
-
-_KINDS = ("iid", "dirichlet", "quantity", "natural")
 
 
 @dataclass(frozen=True)
 class PartitionConfig:
     """How the training notes are shared among clients (seeded by the experiment's ``seed``).
 
-    ``scheme``: ``iid`` | ``dirichlet`` (``alpha``, ``dirichlet_scheme``,
+    ``scheme`` (a name in :mod:`fedicd.partition.registry`): ``iid`` | ``dirichlet`` (``alpha``, ``dirichlet_scheme``,
     ``balance``: 0 = no cap, else cap = balance x N / n_clients) | ``quantity``
     (``distribution`` dirichlet with ``beta`` or lognormal with ``sigma``) |
     ``natural`` (one client per site; ``n_clients`` is then ignored).
@@ -55,7 +52,7 @@ class PartitionConfig:
     client_validation: str = "auto"
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("scheme", self.scheme, _KINDS), ("dirichlet_scheme", self.dirichlet_scheme,
+        for name, value, allowed in (("scheme", self.scheme, partitioner_names()), ("dirichlet_scheme", self.dirichlet_scheme,
                                      SCHEMES), ("distribution", self.distribution, DISTRIBUTIONS),
                                      ("unlabelled", self.unlabelled, ("error", "uniform")),
                                      ("client_validation", self.client_validation, CLIENT_VALIDATION)):
@@ -76,14 +73,4 @@ class PartitionConfig:
 
 def make_partition(cfg: PartitionConfig, labels: Codes, *, seed: int, sites: Sequence[str] | None = None) -> Partition:
     """Run the partitioner ``cfg`` names on ``labels`` (and ``sites`` for ``natural``)."""
-    common = {"seed": seed, "min_partition_size": cfg.min_partition_size}
-    if cfg.scheme == "iid":
-        return iid_partition(labels, cfg.n_clients, **common)
-    if cfg.scheme == "dirichlet":
-        return dirichlet_partition(labels, cfg.n_clients, alpha=cfg.alpha, scheme=cfg.dirichlet_scheme,
-                                   balance=cfg.balance or None, max_retries=cfg.max_retries,
-                                   unlabelled=cfg.unlabelled, **common)
-    if cfg.scheme == "quantity":
-        return quantity_partition(labels, cfg.n_clients, distribution=cfg.distribution, beta=cfg.beta,
-                                  sigma=cfg.sigma, **common)
-    return natural_partition(labels, sites=sites, **common)
+    return run_partitioner(cfg, labels, seed=seed, sites=sites)

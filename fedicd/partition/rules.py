@@ -10,30 +10,33 @@
   federated run refuses (``strict``) and ``fedicd partition``, whose job is to
   report them, logs a WARNING and writes them to the manifest. If every code
   breaks it, both refuse.
+
+Both work on codes, partitions and config sections; partitioning an
+experiment's prepared notes (``plan_partition``) is :mod:`fedicd.partition_run`'s.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 from fedicd.errors import ConfigError
-from fedicd.experiment import PreparedData, restrict_label_space
 from fedicd.partition.base import Codes, Partition
-from fedicd.partition.config import PartitionConfig, make_partition
+from fedicd.partition.config import PartitionConfig
 from fedicd.partition.feasibility import check_feasibility, drop_infeasible_codes
 
-if TYPE_CHECKING:
-    from fedicd.config import ExperimentConfig
-
-__all__ = ["check_client_counts", "enforce_feasibility", "FeasibilityOutcome", "plan_partition", "PartitionPlan"]
+__all__ = ["check_client_counts", "enforce_feasibility", "FeasibilityOutcome"]
 
 log = logging.getLogger(__name__)
 
 
-def check_client_counts(cfg: "ExperimentConfig", partition: Partition | None = None) -> None:
+def check_client_counts(cfg: Any, partition: Partition | None = None) -> None:
     """Refuse ``data.n_clients`` ≠ the partition's client count while ``data.min_per_client > 0``.
+
+    ``cfg``: anything with ``data`` (``min_per_client``, ``n_clients``) and ``partition``
+    (a :class:`PartitionConfig`) sections, e.g. an experiment config.
 
     Call it before partitioning (``partition=None``: checks ``partition.n_clients``;
     a natural partition is skipped, its site count is not known yet) and after.
@@ -117,44 +120,11 @@ def enforce_feasibility(labels: Codes, partition: Partition, cfg: PartitionConfi
     return FeasibilityOutcome(labels=kept_all, report=report.to_dict(), summary=summary)
 
 
-@dataclass
-class PartitionPlan:
-    """The training partition with the rules applied.
-
-    Attributes
-    ----------
-    data:
-        The prepared data; its label space lacks the dropped codes, and
-        ``label_info["partition_feasibility"]`` holds the rule's summary.
-    partition:
-        Client index arrays into ``data.parts["train"]``.
-    labels:
-        The training notes' label-space codes (after dropping).
-    feasibility:
-        What :func:`enforce_feasibility` found and did.
-    """
-
-    data: PreparedData
-    partition: Partition
-    labels: list[tuple[str, ...]]
-    feasibility: FeasibilityOutcome
+_MOVED = {"plan_partition", "PartitionPlan"}
 
 
-def plan_partition(cfg: "ExperimentConfig", data: PreparedData, *, strict: bool) -> PartitionPlan:
-    """Partition ``data``'s training notes on their label-space codes and apply the rules above.
-
-    Call :func:`check_client_counts` (``partition=None``) before preparing the
-    data too, so a disagreement is refused before any loading.
-    """
-    train = data.parts["train"]
-    label_space = set(data.binarizer.classes_)
-    labels = [tuple(c for c in data.notes.codes[i] if c in label_space) for i in train]
-    sites = [data.notes.sites[i] for i in train] if data.notes.sites is not None else None
-    partition = make_partition(cfg.partition, labels, seed=cfg.seed, sites=sites)
-    check_client_counts(cfg, partition)
-    outcome = enforce_feasibility(labels, partition, cfg.partition, strict=strict)
-    if outcome.dropped:
-        data = restrict_label_space(data, outcome.dropped)
-    if outcome.summary:
-        data.label_info["partition_feasibility"] = outcome.summary
-    return PartitionPlan(data=data, partition=partition, labels=outcome.labels, feasibility=outcome)
+def __getattr__(name: str) -> Any:
+    """``plan_partition`` and ``PartitionPlan`` moved to :mod:`fedicd.partition_run` (kept here for old imports)."""
+    if name in _MOVED:
+        return getattr(importlib.import_module("fedicd.partition_run"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,6 +28,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from ._params import Sampling
+from .keys import DELTA_CONTROL_KEY, SERVER_CONTROL_KEY
 from .scaffold_client import (
     control_from_arrayrecord,
     control_to_arrayrecord,
@@ -47,11 +48,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-SERVER_CONTROL_KEY = "scaffold-c"
-"""RecordDict key of the server control ``c`` in train messages."""
-DELTA_CONTROL_KEY = "scaffold-delta-c"
-"""RecordDict key of the client's ``c_i^+ - c_i`` in train replies."""
 
 
 class Scaffold(FedAvg):

@@ -17,6 +17,7 @@ import torch
 from flwr.app import Array, ArrayRecord
 
 from fedicd.errors import ShapeError
+from fedicd.local_training import scaffold_correct_gradients_
 
 __all__ = [
     "control_from_arrayrecord",
@@ -28,37 +29,6 @@ __all__ = [
 
 def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
-
-
-def scaffold_correct_gradients_(
-    model: torch.nn.Module, c: dict[str, torch.Tensor], c_i: dict[str, torch.Tensor]
-) -> None:
-    """Add ``c - c_i`` to every trainable parameter's gradient, in place.
-
-    Call after ``loss.backward()`` and before ``optimizer.step()``, so that the
-    step uses ``g - c_i + c`` (Algorithm 1, line 10). A parameter with no gradient
-    (unused in the loss) gets ``c - c_i`` as its gradient.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The local model.
-    c : dict[str, torch.Tensor]
-        Server control, keyed by parameter name.
-    c_i : dict[str, torch.Tensor]
-        This client's control, keyed by parameter name.
-
-    Raises
-    ------
-    ShapeError
-        If a trainable parameter has no entry in ``c`` or ``c_i``, or shapes differ.
-    """
-    for name, p in _trainable(model).items():
-        correction = _lookup(c, "c", name, p) - _lookup(c_i, "c_i", name, p)
-        if p.grad is None:
-            p.grad = correction.clone()
-        else:
-            p.grad.add_(correction)
 
 
 def scaffold_client_control(
@@ -77,28 +47,17 @@ def scaffold_client_control(
     ``batch_size``; ``loss_fn`` must return the mean over its batch (as
     ``HybridLoss(reduction="mean")`` and ``torch.nn.BCEWithLogitsLoss`` do).
 
-    Parameters
-    ----------
-    model : torch.nn.Module
-        Model holding the global parameters. ``.grad`` fields are not touched.
-    x, y : torch.Tensor
-        All local inputs and targets (moved to the model's device chunk by chunk).
-    loss_fn : callable
-        ``loss_fn(logits, targets) -> scalar mean loss``.
-    batch_size : int
-        Chunk size for the forward passes; does not change the result except
-        through batch statistics of BatchNorm in train mode.
-    train_mode : bool
-        Evaluate the gradient in train mode (default): dropout is active, so
-        ``c_i^+`` estimates the gradient of the objective the corrected local steps
-        actually optimise (one dropout draw per example). ``False`` gives the
-        deterministic eval-mode gradient. Either way the model's mode and buffers
-        (BatchNorm running statistics) are restored afterwards.
+    ``model`` holds the global parameters (its ``.grad`` fields are not touched);
+    ``x``, ``y`` are all local inputs and targets (moved to the model's device chunk
+    by chunk); ``loss_fn(logits, targets)`` returns the scalar mean loss.
+    ``batch_size`` (the chunk size) changes the result only through BatchNorm's
+    batch statistics in train mode. ``train_mode`` (default): dropout is active, so
+    ``c_i^+`` estimates the gradient of the objective the corrected local steps
+    actually optimise (one dropout draw per example); ``False`` gives the
+    deterministic eval-mode gradient. Either way the model's mode and buffers
+    (BatchNorm running statistics) are restored afterwards.
 
-    Returns
-    -------
-    dict[str, torch.Tensor]
-        Detached gradients, keyed by trainable parameter name.
+    Returns the detached gradients, keyed by trainable parameter name.
     """
     n = int(x.shape[0])
     if n == 0 or int(y.shape[0]) != n:
@@ -106,24 +65,33 @@ def scaffold_client_control(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     params = _trainable(model)
-    device = next(iter(params.values())).device
-    grads = {name: torch.zeros_like(p) for name, p in params.items()}
     was_training, buffers = model.training, {k: b.detach().clone() for k, b in model.named_buffers()}
     model.train(train_mode)
     try:
-        for start in range(0, n, batch_size):
-            xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
-            loss = loss_fn(model(xb), yb) * (xb.shape[0] / n)
-            chunk = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-            for name, g in zip(params, chunk, strict=True):
-                if g is not None:
-                    grads[name] += g
+        grads = _mean_gradient(model, params, x, y, loss_fn, batch_size)
     finally:
         model.train(was_training)
         with torch.no_grad():
             for k, b in model.named_buffers():
                 b.copy_(buffers[k])
     return {name: g.detach() for name, g in grads.items()}
+
+
+def _mean_gradient(model: torch.nn.Module, params: dict[str, torch.nn.Parameter], x: torch.Tensor, y: torch.Tensor,
+                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                   batch_size: int) -> dict[str, torch.Tensor]:
+    """Gradient of the mean loss over all rows, accumulated chunk by chunk (each chunk weighted by its share)."""
+    n = int(x.shape[0])
+    device = next(iter(params.values())).device
+    grads = {name: torch.zeros_like(p) for name, p in params.items()}
+    for start in range(0, n, batch_size):
+        xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+        loss = loss_fn(model(xb), yb) * (xb.shape[0] / n)
+        chunk = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        for name, g in zip(params, chunk, strict=True):
+            if g is not None:
+                grads[name] += g
+    return grads
 
 
 def control_to_arrayrecord(control: dict[str, torch.Tensor]) -> ArrayRecord:

@@ -11,8 +11,10 @@ State is a flat ``dict[str, numpy.ndarray]`` (ready for ``numpy.savez``) with ke
   ``current_arrays``, so the order is saved explicitly);
 * SCAFFOLD: ``scaffold/c/*`` (the server control; client controls live on the clients);
 * FedAvg / FedProx: ``{}``;
-* client-level DP (Flower's fixed-clipping wrapper): ``client_dp/accountant``, the
-  accountant's state as a JSON string.
+* any other registered strategy: what its spec's :class:`StateHandler` saves;
+* wrappers that carry state (client-level DP: Flower's fixed-clipping wrapper and its
+  accountant, ``client_dp/accountant``) save and load it through the
+  :class:`StateHandler` they set as :data:`WRAPPER_STATE_ATTR`.
 
 Wrappers that expose the wrapped strategy as ``.strategy`` (:class:`UpdateValidator`,
 Flower's DP wrappers) are looked through.
@@ -21,17 +23,25 @@ Flower's DP wrappers) are looked through.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import Array, ArrayRecord
-from flwr.serverapp.strategy import FedAvg, FedAvgM, FedProx, Strategy
+from flwr.serverapp.strategy import FedAvgM, Strategy
 from flwr.serverapp.strategy.fedopt import FedOpt
 
+from .build import STRATEGY_NAME_ATTR
+from .config import STRATEGIES, strategy_spec
 from .scaffold import Scaffold
 
-__all__ = ["load_strategy_state", "strategy_state"]
+__all__ = ["FEDAVGM_STATE", "FEDOPT_STATE", "NO_STATE", "SCAFFOLD_STATE", "WRAPPER_STATE_ATTR", "StateHandler",
+           "load_strategy_state", "strategy_state"]
 
 State = dict[str, np.ndarray]
+
+WRAPPER_STATE_ATTR = "fedicd_wrapper_state"
+"""A wrapper (an ``inner_wrappers`` result) that carries state sets this attribute to its :class:`StateHandler`:
+``save(wrapper) -> State`` (keys under ``prefix``) and ``load(wrapper, its own entries)``."""
 
 
 def strategy_state(strategy: Strategy) -> State:
@@ -50,12 +60,12 @@ def strategy_state(strategy: Strategy) -> State:
     Raises
     ------
     ValueError
-        If the strategy type is not one of the supported ones.
+        If the strategy was not built by :func:`fedicd.strategies.build_strategy`.
     """
-    from fedicd.privacy.client_level import client_dp_state
-
     inner = _unwrap(strategy)
-    state = {**_handler(inner)[0](inner), **client_dp_state(strategy)}
+    state = dict(_handler(inner)[0](inner))
+    for wrapper, hook in _wrapper_hooks(strategy):
+        state.update(hook.save(wrapper))
     return {k: np.array(v, copy=True) for k, v in state.items()}
 
 
@@ -67,9 +77,10 @@ def load_strategy_state(strategy: Strategy, state: State) -> None:
     ValueError
         If ``state`` holds keys that do not belong to this strategy type.
     """
-    from fedicd.privacy.client_level import load_client_dp_state
-
-    state = load_client_dp_state(strategy, state)
+    for wrapper, hook in _wrapper_hooks(strategy):
+        mine = {k: v for k, v in state.items() if k.startswith(hook.prefix)}
+        state = {k: v for k, v in state.items() if not k.startswith(hook.prefix)}
+        hook.load(wrapper, mine)
     inner = _unwrap(strategy)
     _, load, prefix = _handler(inner)
     foreign = sorted(k for k in state if not k.startswith(prefix) or not prefix)
@@ -138,22 +149,53 @@ def _load_nothing(_: Strategy, __: State) -> None:
     return None
 
 
-_Handler = tuple[Callable[..., State], Callable[..., None], str]
+@dataclass(frozen=True)
+class StateHandler:
+    """How one kind of strategy saves and restores its state (a spec's ``state``).
+
+    ``save(strategy) -> State``, ``load(strategy, state)``; every key starts with ``prefix``.
+    """
+
+    save: Callable[..., State]
+    load: Callable[..., None]
+    prefix: str
 
 
-def _handler(strategy: Strategy) -> _Handler:
-    if isinstance(strategy, Scaffold):
-        return _save_scaffold, _load_scaffold, "scaffold/"
-    if isinstance(strategy, FedOpt):
-        return _save_fedopt, _load_fedopt, "fedopt/"
-    if isinstance(strategy, FedAvgM):
-        return _save_fedavgm, _load_fedavgm, "fedavgm/"
-    if type(strategy) in (FedAvg, FedProx):
-        return _no_state, _load_nothing, ""
-    raise ValueError(
-        f"no state handler for strategy type {type(strategy).__name__}; supported: "
-        "FedAvg, FedProx, FedAvgM, FedAdam, FedYogi, FedAdagrad, Scaffold"
-    )
+NO_STATE = StateHandler(_no_state, _load_nothing, "")
+FEDOPT_STATE = StateHandler(_save_fedopt, _load_fedopt, "fedopt/")
+FEDAVGM_STATE = StateHandler(_save_fedavgm, _load_fedavgm, "fedavgm/")
+SCAFFOLD_STATE = StateHandler(_save_scaffold, _load_scaffold, "scaffold/")
+
+
+def _handler(strategy: Strategy) -> tuple[Callable[..., State], Callable[..., None], str]:
+    """The state handler of the registered strategy ``build_strategy`` made (tagged with its name)."""
+    name = getattr(strategy, STRATEGY_NAME_ATTR, None)
+    if name not in STRATEGIES:
+        raise ValueError(f"no state handler for strategy type {type(strategy).__name__}: build it with "
+                         f"fedicd.strategies.build_strategy (registered: {sorted(STRATEGIES)})")
+    handler = strategy_spec(name).state_handler() or NO_STATE
+    return handler.save, handler.load, handler.prefix
+
+
+def _wrapper_hooks(strategy: Strategy) -> list[tuple[Strategy, StateHandler]]:
+    """The wrappers around the strategy that carry state (their :data:`WRAPPER_STATE_ATTR`), outermost first."""
+    found, node = [], strategy
+    while isinstance(node, Strategy):
+        hook = getattr(node, WRAPPER_STATE_ATTR, None)
+        if hook is not None:
+            found.append((node, hook))
+        node = getattr(node, "strategy", None)
+    return found or _legacy_client_dp_hooks(strategy)
+
+
+def _legacy_client_dp_hooks(strategy: Strategy) -> list[tuple[Strategy, StateHandler]]:
+    """Client-level DP wrappers made before they carried their own hook (``build_strategy(client_dp=...)``).
+
+    To be removed once every client-DP wrapper sets :data:`WRAPPER_STATE_ATTR`.
+    """
+    from fedicd.privacy.client_level import client_dp_state, load_client_dp_state
+
+    return [(strategy, StateHandler(client_dp_state, load_client_dp_state, "client_dp/"))]
 
 
 def _unwrap(strategy: Strategy) -> Strategy:

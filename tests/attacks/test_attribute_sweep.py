@@ -11,9 +11,9 @@ import zlib
 import numpy as np
 import pytest
 
-import fedicd.attack_reports as reports
-from fedicd.attack_reports import load_attack_data, resolve_attribute
-from fedicd.attack_sweep import run_attack_sweep
+import fedicd.attack_runs.data as attack_data
+from fedicd.attack_runs.data import load_attack_data, resolve_attribute
+from fedicd.attack_runs.sweep import run_attack_sweep
 from fedicd.cli import DEMO_CONFIG
 from fedicd.config import load_config
 from fedicd.errors import ConfigError
@@ -31,7 +31,7 @@ def _bag_of_words(texts, cfg, *, cache=True):
 @pytest.fixture
 def embed_calls(monkeypatch):
     calls = []
-    monkeypatch.setattr(reports, "embed", lambda texts, cfg, cache=True: calls.append(len(texts))
+    monkeypatch.setattr(attack_data, "embed", lambda texts, cfg, cache=True: calls.append(len(texts))
                         or _bag_of_words(texts, cfg))
     return calls
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import fedicd.experiment as experiment
+import fedicd.prepare as prepare
 from fedicd.config import config_from_dict
 from fedicd.data.labels import load_binarizer
 from fedicd.data.notes import CodedNotes
@@ -17,7 +17,7 @@ from fedicd.federated.data import load_client_data, load_server_data, stage_data
 from fedicd.partition import PartitionError, iid_partition, natural_partition, read_manifest
 from fedicd.partition.config import PartitionConfig
 from fedicd.partition.rules import enforce_feasibility
-from fedicd.partition.run import run_partition
+from fedicd.partition_run import run_partition
 from fedicd.partition.validation import validation_partition
 
 
@@ -50,7 +50,7 @@ def embedded(monkeypatch):
         return SimpleNamespace(vectors=vectors, model_id="fake", dim=4, n_chunked=0, n_chunks=len(texts), n_cached=0,
                                n_reembedded=0, n_corrupt=0, cache_problems=[], language_check={})
 
-    monkeypatch.setattr(experiment, "embed_texts", fake)
+    monkeypatch.setattr(prepare, "embed_texts", fake)
     return calls
 
 

@@ -29,7 +29,7 @@ def test_every_name_builds_the_right_flower_class_wrapped_by_the_validator(name:
     assert type(strategy.strategy) is EXPECTED[name]
     inner = strategy.strategy
     assert (inner.weighted_by_key, inner.arrayrecord_key, inner.configrecord_key) == ("num-examples", "arrays", "config")
-    # Paper defaults (issue 5): fraction_train 1.0, fraction_evaluate 0.5, min 10/10/5.
+    # Paper defaults: fraction_train 1.0, fraction_evaluate 0.5, min 10/10/5.
     assert (inner.fraction_train, inner.fraction_evaluate) == (1.0, 0.5)
     assert (inner.min_available_nodes, inner.min_train_nodes, inner.min_evaluate_nodes) == (10, 10, 5)
 
