@@ -1,18 +1,6 @@
-"""The ``fedicd`` command line: one subcommand per pipeline stage, plus ``run`` and ``demo``.
+"""The ``fedicd`` command line: one subcommand per pipeline stage, plus ``run``, ``demo`` and ``report``.
 
-    fedicd prepare  CONFIG --out DIR              load notes, save DIR/notes.jsonl.gz (+ ground truth)
-    fedicd embed    CONFIG --out DIR              embed every note (cached), save vectors
-    fedicd train    CONFIG --out DIR              train a head centrally (same as run for now)
-    fedicd evaluate RUN_DIR                       re-score a saved run on its config's test split
-    fedicd partition CONFIG --out DIR             partition the training notes → DIR/partition.json
-    fedicd run      CONFIG --out DIR              one experiment from a TOML config
-    fedicd demo     --out DIR                     synthetic notes → MiniLM → MLP, in minutes
-    fedicd keys     --out DIR                     CKKS keys for secure aggregation: secret.ctx (clients,
-                                                  evaluator), public.ctx (server), params.json
-    fedicd attack invert|attribute CONFIG --out DIR   an attack under a sweep of embedding defences:
-                                                  one JSON report per defence + leakage_utility.png
-
-Every command accepts ``--set section.key=value`` overrides.
+``fedicd --help`` prints :data:`USAGE` (plain text); this docstring is for the API docs.
 """
 
 from __future__ import annotations
@@ -29,6 +17,29 @@ __all__ = ["main", "build_parser"]
 log = logging.getLogger("fedicd")
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "resources" / "demo.toml"
+
+DESCRIPTION = "fedicd: federated ICD coding over frozen text embeddings, one subcommand per pipeline stage."
+USAGE = """\
+commands:
+  fedicd prepare   CONFIG --out DIR    load notes, save DIR/notes.jsonl.gz (+ ground truth)
+  fedicd embed     CONFIG --out DIR    embed every note (cached), save vectors
+  fedicd train     CONFIG --out DIR    train a head centrally (same as run for now)
+  fedicd evaluate  RUN_DIR             re-score a saved run on its config's test split
+  fedicd partition CONFIG --out DIR    partition the training notes -> DIR/partition.json
+  fedicd run       CONFIG --out DIR    one experiment from a TOML config
+  fedicd demo      --out DIR           synthetic notes -> MiniLM -> MLP, in minutes
+  fedicd keys      --out DIR           CKKS keys for secure aggregation: secret.ctx (clients,
+                                       evaluator), public.ctx (server), params.json
+  fedicd attack invert|attribute CONFIG --out DIR
+                                       an attack under a sweep of embedding defences:
+                                       one JSON report per defence + leakage_utility.png
+  fedicd report    RUN_DIR... --out DIR
+                                       result tables (Markdown + CSV) and plots of run folders
+  fedicd report --docs                 regenerate docs/results/*.md from experiments/results/
+
+Commands that read a config accept --set section.key=value overrides (repeatable).
+Run `fedicd COMMAND --help` for a command's options.
+"""
 
 TABLE_KEYS = ("micro_f1", "macro_f1", "micro_precision", "micro_recall", "macro_precision", "macro_recall",
               "top10_f1", "top50_f1", "p_at_5", "p_at_8", "p_at_15", "micro_auc", "macro_auc")
@@ -59,7 +70,8 @@ def _claim_out(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedicd", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="fedicd", description=DESCRIPTION, epilog=USAGE,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_ in (("prepare", "load notes and save them (synthetic: with planted-identifier truth)"),
                         ("embed", "embed every note of the configured source (cached)"),
@@ -86,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--defences", nargs="+", default=None, metavar="SPEC",
                    help="none, noise:SIGMA, quantize:BITS, pca:K (default: none noise:0.05 noise:0.2 "
                         "quantize:1 pca:16)")
-    p.add_argument("--n-labelled", type=int, default=200, help="labelled training notes the adversary uses (attribute; capped, with a warning, at "
-                        "those that have a value)")
+    p.add_argument("--n-labelled", type=int, default=200,
+                   help="labelled training notes the adversary uses (attribute; capped, with a warning, at those "
+                        "that have a value)")
     p.add_argument("--gen-epochs", type=int, default=8, help="decoder epochs (generative)")
     p.add_argument("--gen-spans", type=int, default=8000, help="auxiliary spans the decoder trains on")
     p.add_argument("--corrector-steps", type=int, default=2, help="re-embed-and-refine steps (generative)")
@@ -103,7 +116,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="synthetic notes → MiniLM → MLP, end to end")
     _add_common(p, config=False)
     _add_out(p, default=Path("runs/demo"))
+    _add_report(sub)
     return parser
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="result tables and plots from run folders; regenerate docs/results",
+                       description="Tables (Markdown + CSV) and plots from the results.json, history.csv, "
+                                   "partition.json and attack reports of run folders (or folders above them).")
+    p.add_argument("run_dirs", type=Path, nargs="*", metavar="RUN_DIR", help="run folders, or folders holding runs")
+    p.add_argument("--out", type=Path, default=None, help="write tables.md, one CSV per table and the plots here")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument("--archive", type=Path, default=None, metavar="DIR",
+                   help="copy each run's small files (no models, plots or bulky fields) to DIR/<run folder>")
+    p.add_argument("--docs", action="store_true",
+                   help="regenerate the per-area pages in --docs-dir from --results-dir, the README's headline "
+                        "table and docs/config.md")
+    p.add_argument("--results-dir", type=Path, default=Path("experiments/results"),
+                   help="archived runs, one folder per area (default experiments/results)")
+    p.add_argument("--docs-dir", type=Path, default=Path("docs/results"), help="default docs/results")
+    p.add_argument("--readme", type=Path, default=Path("README.md"),
+                   help="README whose <!-- results:headline --> block is refreshed (default README.md)")
+    p.add_argument("--config-doc", type=Path, default=Path("docs/config.md"),
+                   help="config reference page written with --docs (default docs/config.md)")
+    p.add_argument("-v", "--verbose", action="store_true")
 
 
 def format_table(results: dict) -> str:
@@ -125,7 +161,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ValueError("--resume applies to federated runs (train.mode = 'federated') only")
     _claim_out(args)
     if cfg.train.mode == "federated":
-        from fedicd.federated.simulation import run_federated
+        try:
+            from fedicd.runner.simulation import run_federated
+        except ImportError:  # before the runner package existed
+            from fedicd.federated.simulation import run_federated
 
         results = run_federated(cfg, args.out, resume=getattr(args, "resume", False))
         print(format_table(results))
@@ -231,11 +270,40 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_keys(args: argparse.Namespace) -> int:
-    from fedicd.secure.ckks import CkksParams, precision_bound
-    from fedicd.secure.ckks_round import write_key_dir
+def _cmd_report(args: argparse.Namespace) -> int:
+    if not args.run_dirs and not args.docs:
+        raise ValueError("give RUN_DIR... (with --out or --archive) or --docs")
+    if args.run_dirs and not (args.out or args.archive):
+        raise ValueError("RUN_DIR... needs --out DIR (tables and plots) or --archive DIR")
+    if args.run_dirs:
+        from fedicd.report import archive_run, collect_runs, report_runs
 
+        if args.out:
+            done = report_runs(args.run_dirs, args.out, plots=not args.no_plots)
+            print(f"{len(done['runs'])} runs: {len(done['tables'])} tables in {done['markdown']} "
+                  f"(+ one CSV each), {len(done['plots'])} plots in {args.out}")
+        if args.archive:
+            runs = collect_runs(args.run_dirs, progress=not args.out)
+            for run in runs:
+                archive_run(run, args.archive)
+            print(f"{len(runs)} runs archived in {args.archive}")
+    if args.docs:
+        from fedicd.report.config_docs import write_config_doc
+        from fedicd.report.docs import write_docs
+
+        written = write_docs(args.results_dir, args.docs_dir, args.readme)
+        written.append(write_config_doc(args.config_doc))
+        print(f"{len(written)} files written: {', '.join(str(p) for p in written)}")
+    return 0
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    try:
+        from fedicd.secure.ckks_params import CkksParams, precision_bound
+    except ImportError:  # before the CKKS modules were split
+        from fedicd.secure.ckks import CkksParams, precision_bound
     from fedicd.output_dir import check_writable_location
+    from fedicd.secure.ckks_round import write_key_dir
 
     params = CkksParams(clip_range=args.clip_range, frac_bits=args.frac_bits, limbs=args.limbs,
                         max_clients=args.max_clients, max_count=args.max_count)
@@ -281,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     handlers = {"run": _cmd_run, "train": _cmd_run, "prepare": _cmd_prepare, "embed": _cmd_embed,
                 "evaluate": _cmd_evaluate, "partition": _cmd_partition, "demo": _cmd_run, "attack": _cmd_attack,
-                "keys": _cmd_keys}
+                "keys": _cmd_keys, "report": _cmd_report}
     try:
         code = handlers[args.command](args)
     except (ValueError, OSError, RuntimeError) as exc:

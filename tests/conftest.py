@@ -17,6 +17,20 @@ if os.environ.get("CI"):
 
 from fedicd.data.notes import CodedNotes, LoadSummary
 
+MARKERS = {
+    "ray": "starts a Flower/Ray simulation (20-40 s of start-up each)",
+    "model": "loads the real MiniLM encoder",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The lanes: ``pytest -m "not ray and not model"`` is the fast one; CI runs everything (also in pyproject)."""
+    known = {line.split(":")[0].strip() for line in config.getini("markers")}
+    for name, meaning in MARKERS.items():
+        if name not in known:  # pyproject.toml registers them too
+            config.addinivalue_line("markers", f"{name}: {meaning}")
+
+
 CODIESP_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "codiesp"
 
 

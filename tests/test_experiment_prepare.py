@@ -5,10 +5,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import fedicd.experiment as experiment
+import fedicd.prepare as prepare
 from fedicd.config import config_from_dict
 from fedicd.data.notes import CodedNotes
-from fedicd.experiment import embed_parts, prepare_data
+from fedicd.prepare import embed_parts, prepare_data
 
 
 def _notes(tmp_path):
@@ -66,7 +66,7 @@ def test_scaler_is_fitted_on_training_vectors_only(tmp_path, monkeypatch):
     vectors = np.arange(60 * 3, dtype=np.float32).reshape(60, 3) ** 1.5
     fake = SimpleNamespace(vectors=vectors, model_id="fake", dim=3, n_chunked=0, n_chunks=60, n_cached=0,
                            n_reembedded=0, n_corrupt=0, cache_problems=[], language_check={})
-    monkeypatch.setattr(experiment, "embed_texts", lambda texts, *a, **k: fake)
+    monkeypatch.setattr(prepare, "embed_texts", lambda texts, *a, **k: fake)
     feats, info, scaler = embed_parts(data, cfg)
     np.testing.assert_allclose(scaler.mean_, vectors[data.parts["train"]].mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(feats["train"].mean(axis=0), 0.0, atol=1e-5)

@@ -7,12 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fedicd.experiment as experiment
+import fedicd.prepare as prepare
 from fedicd.config import config_from_dict
 from fedicd.data.notes import CodedNotes, LoadSummary
 from fedicd.data.splits import EmptySplitError, fold_assignment, kfold_split, stratified_split
 from fedicd.errors import ConfigError, DataFormatError
-from fedicd.experiment import prepare_data, run_experiment
+from fedicd.experiment import run_experiment
+from fedicd.prepare import prepare_data
 
 
 def _save(tmp_path, codes, name="notes.jsonl.gz"):
@@ -36,7 +37,7 @@ def no_embedding(monkeypatch):
     """Fail the test if anything is embedded."""
     def refuse(*args, **kwargs):
         raise AssertionError("embedding must not start")
-    monkeypatch.setattr(experiment, "embed_texts", refuse)
+    monkeypatch.setattr(prepare, "embed_texts", refuse)
 
 
 def test_paper_rule_that_removes_every_code_names_rule_threshold_and_counts(tmp_path, no_embedding):
@@ -66,11 +67,11 @@ def test_min_train_count_that_removes_every_code(tmp_path, no_embedding):
 def test_empty_corpus_and_corpus_without_codes_are_refused(tmp_path, monkeypatch, no_embedding):
     path = _save(tmp_path, [["A01"]] * 5)
     empty = CodedNotes(ids=[], texts=[], codes=[], icd_version=[], summary=LoadSummary(source=str(path)))
-    monkeypatch.setattr(experiment, "load_notes", lambda cfg, seed: empty)
+    monkeypatch.setattr(prepare, "load_notes", lambda cfg, seed: empty)
     with pytest.raises(DataFormatError, match=r"^data.source = 'notes' \(data.path = .*\) gave no notes"):
         prepare_data(_cfg(path))
     uncoded = CodedNotes(ids=["a", "b", "c"], texts=["x", "y", "z"], codes=[(), (), ()], icd_version=[10] * 3)
-    monkeypatch.setattr(experiment, "load_notes", lambda cfg, seed: uncoded)
+    monkeypatch.setattr(prepare, "load_notes", lambda cfg, seed: uncoded)
     with pytest.raises(DataFormatError, match="none of the 3 notes from data.source = 'notes' .* carries a code"):
         prepare_data(_cfg(path))
 
@@ -100,7 +101,7 @@ def test_stratification_that_leaves_val_empty_is_redrawn_at_random(tmp_path, cap
 
 
 def test_small_splits_are_reported_and_warned_about(tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="fedicd.experiment"):
+    with caplog.at_level(logging.INFO, logger="fedicd.prepare"):
         data = prepare_data(_cfg(_rare_corpus(tmp_path)))
     info = data.label_info
     for p in ("train", "val", "test"):

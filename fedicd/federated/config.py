@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from fedicd.errors import ConfigError
 from fedicd.strategies.config import strategy_args, strategy_names
 
-__all__ = ["FedConfig", "FAULT_KINDS", "LOCAL_OPTIMIZERS"]
+__all__ = ["FedConfig", "ENGINES", "FAULT_KINDS", "LOCAL_OPTIMIZERS"]
 
 FAULT_KINDS = ("raise", "nan", "shape")
 LOCAL_OPTIMIZERS = ("adamw", "sgd")
+ENGINES = ("ray", "inprocess")
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,10 @@ class FedConfig:
     fault_kind: str = "raise"
     fault_rounds: tuple[int, ...] = ()
     max_rejected_share: float = 0.5
+    engine: str = "ray"
+    """Where the clients run: "ray" (Flower's simulation engine, one Ray worker per client, in parallel) or
+    "inprocess" (one after another in the driver's process, through fedicd's in-process grid: no Ray
+    start-up, the same numbers; for small runs and tests)."""
 
     def __post_init__(self) -> None:
         if not self.node_wait_s >= 0:
@@ -89,6 +94,8 @@ class FedConfig:
                 raise ConfigError(f"federated.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.strategy not in strategy_names():  # the strategy registry imports no Flower
             raise ConfigError(f"federated.strategy must be one of {list(strategy_names())}, got {self.strategy!r}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"federated.engine must be one of {list(ENGINES)}, got {self.engine!r}")
         if self.local_optimizer not in LOCAL_OPTIMIZERS:
             raise ConfigError(f"federated.local_optimizer must be one of {list(LOCAL_OPTIMIZERS)}, "
                               f"got {self.local_optimizer!r}")
