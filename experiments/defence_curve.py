@@ -27,7 +27,8 @@ from attacks.scoring import set_prf, summarize, words
 from fedicd.config import load_config
 from fedicd.embedding import embed_texts
 from fedicd.experiment import prepare_data
-from fedicd.attack_runs.sweep import icd_utility, make_defence, plot_leakage_utility
+from fedicd.attack_runs.sweep import icd_utility, make_defence
+from fedicd.plots import plot_leakage_utility
 
 SETTINGS = [("none", 0), ("noise", 0.02), ("noise", 0.05), ("noise", 0.1), ("noise", 0.2), ("noise", 0.5),
             ("quantize", 4), ("quantize", 2), ("quantize", 1), ("pca", 64), ("pca", 16), ("pca", 4)]

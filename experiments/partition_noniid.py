@@ -23,7 +23,8 @@ from fedicd.config import load_config
 from fedicd.data.labels import filter_rare_codes
 from fedicd.data.synthetic import generate_synthetic
 from fedicd.experiment import prepare_data
-from fedicd.partition import dirichlet_partition, iid_partition, natural_partition, partition_stats, plot_heatmap
+from fedicd.partition import dirichlet_partition, iid_partition, natural_partition, partition_stats
+from fedicd.plots import plot_heatmap
 
 ALPHAS = (0.05, 0.1, 0.5, 1.0, 10.0, 1e4)
 SCHEMES = ("product", "mixture", "primary")

@@ -87,10 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("-v", "--verbose", action="store_true")
     p = sub.add_parser("attack", help="attack the config's embeddings under defences (leakage vs utility)")
-    p.add_argument("attack", choices=["invert", "attribute"])
+    from fedicd.attack_runs import COMMANDS, attack_names
+
+    p.add_argument("attack", choices=list(COMMANDS))
     _add_common(p)
     _add_out(p)
-    p.add_argument("--method", choices=["bow", "generative"], default="bow", help="inversion attack (invert)")
+    p.add_argument("--method", choices=list(attack_names("invert")), default="bow", help="inversion attack (invert)")
     p.add_argument("--attribute", default="mental_health",
                    help="mental_health, hiv, pregnancy (ICD-10 codes), female (sex words), site (the site column), "
                         "or any column of a tabular source (column:NAME when it shares a built-in's name); "
@@ -228,7 +230,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 def _cmd_partition(args: argparse.Namespace) -> int:
     from fedicd.config import load_config
-    from fedicd.partition.run import run_partition
+    from fedicd.partition_run import run_partition
 
     cfg = load_config(args.config, args.overrides)
     _claim_out(args)
@@ -247,7 +249,7 @@ def _cmd_partition(args: argparse.Namespace) -> int:
 
 def _cmd_attack(args: argparse.Namespace) -> int:
     from attacks.generative import GenerativeConfig
-    from fedicd.attack_sweep import DEFAULT_SWEEP, run_attack_sweep
+    from fedicd.attack_runs import DEFAULT_SWEEP, run_attack_sweep
     from fedicd.config import load_config
 
     cfg = load_config(args.config, args.overrides)

@@ -39,8 +39,13 @@ class ExperimentConfig:
     """One experiment: data, embedding, head training, partition, seed and cache location."""
 
     name: str = "experiment"
+    """Experiment name, recorded in results.json and used as plot titles."""
     seed: int = 0
+    """Seed of everything random (synthetic corpus, splits, partition, head init and shuffling unless train.seed is
+    set); an integer >= 0."""
     cache_dir: str = ".fedicd_cache"
+    """Folder of the embedding cache (vectors keyed by model, settings and text); relative paths are relative to the
+    working directory."""
     data: DataConfig = field(default_factory=DataConfig)
     embedding: EmbedConfig = field(default_factory=EmbedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -25,7 +25,8 @@ from fedicd.partition.base import Partition
 from fedicd.partition.config import make_partition
 from fedicd.partition.manifest import write_manifest
 from fedicd.partition.rules import FeasibilityOutcome, check_client_counts, enforce_feasibility
-from fedicd.partition.stats import partition_stats, plot_heatmap
+from fedicd.partition.stats import partition_stats
+from fedicd.plots import plot_heatmap
 from fedicd.prepare import PreparedData, prepare_data, restrict_label_space
 
 __all__ = ["PartitionPlan", "plan_partition", "run_partition", "check_client_counts"]

@@ -1,10 +1,17 @@
-"""Plots of results files (learning curves)."""
+"""Every figure fedicd draws: learning curves, runs compared, client sizes, partition heat maps, leakage vs utility.
+
+The functions take plain results (history rows, attack report rows, objects with the named fields) and
+write a PNG; matplotlib is imported only when a figure is drawn.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
-__all__ = ["plot_learning_curves"]
+import numpy as np
+
+__all__ = ["plot_learning_curves", "plot_rounds", "plot_partition_sizes", "plot_heatmap", "plot_leakage_utility"]
 
 
 def plot_learning_curves(history: list[dict], path: str | Path, *, title: str = "") -> Path:
@@ -30,3 +37,107 @@ def plot_learning_curves(history: list[dict], path: str | Path, *, title: str = 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_rounds(runs: Sequence, path: str | Path, *, key: str = "test_micro_f1") -> Path:
+    """``key`` (a history.csv column) per round, one line per federated run."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for r in runs:
+        history = r.history or r.results.get("history") or []
+        ax.plot([h["round"] for h in history], [h.get(key) if h.get(key) is not None else float("nan")
+                                                for h in history], marker="o", ms=3, label=r.name)
+    ax.set_xlabel("round")
+    ax.set_ylabel(key.replace("_", " "))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_partition_sizes(runs: Sequence, path: str | Path) -> Path:
+    """Notes per client, one group of bars per partition run."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    width = 0.8 / max(len(runs), 1)
+    for i, r in enumerate(runs):
+        sizes = (r.results.get("stats") or {}).get("sizes") or []
+        ax.bar([k + i * width for k in range(len(sizes))], sizes, width=width, label=r.path.name)
+    ax.set_xlabel("client")
+    ax.set_ylabel("training notes")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_heatmap(stats, path: str | Path, *, top: int = 30, title: str = "") -> Path:
+    """Save a clients × top-codes heat map (``stats``: a :class:`fedicd.partition.PartitionStats`) of the share of each client's notes carrying each code."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(-stats.label_counts.sum(axis=0), kind="stable")[:top]
+    share = stats.label_counts[:, order] / np.maximum(np.asarray(stats.sizes)[:, None], 1)
+    fig, ax = plt.subplots(figsize=(max(6, 0.32 * len(order) + 2), max(3, 0.28 * len(stats.names) + 1.5)))
+    im = ax.imshow(share, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(order)), [stats.codes[j] for j in order], rotation=90, fontsize=7)
+    ax.set_yticks(range(len(stats.names)), stats.names, fontsize=7)
+    ax.set_xlabel("most frequent codes")
+    ax.set_ylabel("client")
+    ax.set_title(title or f"share of client notes with code (mean JSD {stats.mean_jsd:.3f})", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _utility_of(row: dict) -> tuple[str, float]:
+    """The row's utility metric and value (rows written before ``utility_metric`` existed hold ICD micro-F1)."""
+    key = row.get("utility_metric", "icd_micro_f1")
+    return key, row[key]
+
+
+def plot_leakage_utility(rows: list[dict], path: str | Path) -> None:
+    """Leakage (attack metric with its 95 % CI) against utility (ICD or label micro-F1), one marker per defence kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for kind, marker in (("none", "*"), ("noise", "o"), ("quantize", "s"), ("pca", "^")):
+        pts = [r for r in rows if r["defence"] == kind]
+        if not pts:
+            continue
+        x = [_utility_of(r)[1] for r in pts]
+        y = [r["leakage"]["value"] for r in pts]
+        err = [[v - r["leakage"]["ci_low"] for v, r in zip(y, pts)], [r["leakage"]["ci_high"] - v for v, r in zip(y, pts)]]
+        ax.errorbar(x, y, yerr=err, marker=marker, ls="-", label=kind, capsize=2)
+        for r, u, v in zip(pts, x, y):
+            ax.annotate(str(r["strength"]), (u, v), fontsize=6)
+    base = next((r["baseline"] for r in rows if r.get("baseline")), None)
+    if base:
+        ax.axhline(base["value"], color="grey", ls=":", label="baseline")
+    utility = "ICD" if _utility_of(rows[0])[0] == "icd_micro_f1" else "label"
+    ax.set_xlabel(f"{utility} test micro-F1 (utility)")
+    ax.set_ylabel(f"{rows[0]['metric']} (leakage, adaptive attacker)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

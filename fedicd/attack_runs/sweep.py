@@ -31,13 +31,14 @@ from attacks.attribute import clamp_labelled, is_missing
 from attacks.defences import DimensionReducer, fit_range, gaussian_noise, quantize
 from attacks.generative import GenerativeConfig
 from fedicd.errors import ConfigError
+from fedicd.plots import plot_leakage_utility
 from fedicd.train import TrainConfig
 
 from .data import AttackData, load_attack_data
 from .registry import Attack, AttackOptions, attack_spec
 
 __all__ = ["DEFENCES", "DEFAULT_SWEEP", "parse_defence", "make_defence", "label_utility", "icd_utility",
-           "run_attack_sweep", "plot_leakage_utility"]
+           "run_attack_sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -194,37 +195,3 @@ def _write_rows(out: Path, attack: str, rows: list[dict], *, complete: bool) -> 
     (out / "leakage_utility.json").write_text(json.dumps(doc, indent=2))
 
 
-def _utility_of(row: dict) -> tuple[str, float]:
-    """The row's utility metric and value (rows written before ``utility_metric`` existed hold ICD micro-F1)."""
-    key = row.get("utility_metric", "icd_micro_f1")
-    return key, row[key]
-
-
-def plot_leakage_utility(rows: list[dict], path: str | Path) -> None:
-    """Leakage (attack metric with its 95 % CI) against utility (ICD or label micro-F1), one marker per defence kind."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for kind, marker in (("none", "*"), ("noise", "o"), ("quantize", "s"), ("pca", "^")):
-        pts = [r for r in rows if r["defence"] == kind]
-        if not pts:
-            continue
-        x = [_utility_of(r)[1] for r in pts]
-        y = [r["leakage"]["value"] for r in pts]
-        err = [[v - r["leakage"]["ci_low"] for v, r in zip(y, pts)], [r["leakage"]["ci_high"] - v for v, r in zip(y, pts)]]
-        ax.errorbar(x, y, yerr=err, marker=marker, ls="-", label=kind, capsize=2)
-        for r, u, v in zip(pts, x, y):
-            ax.annotate(str(r["strength"]), (u, v), fontsize=6)
-    base = next((r["baseline"] for r in rows if r.get("baseline")), None)
-    if base:
-        ax.axhline(base["value"], color="grey", ls=":", label="baseline")
-    utility = "ICD" if _utility_of(rows[0])[0] == "icd_micro_f1" else "label"
-    ax.set_xlabel(f"{utility} test micro-F1 (utility)")
-    ax.set_ylabel(f"{rows[0]['metric']} (leakage, adaptive attacker)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

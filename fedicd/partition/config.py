@@ -37,19 +37,41 @@ class PartitionConfig:
     """
 
     scheme: str = "iid"
+    """How training notes are shared among clients: "iid", "dirichlet" (label skew), "quantity" (size skew) or
+    "natural" (one client per site)."""
     n_clients: int = 20
+    """Number of clients (ignored by scheme "natural", which makes one per site)."""
     alpha: float = 0.5
+    """Dirichlet concentration of scheme "dirichlet": small values give clients dominated by a few codes, large
+    values tend to IID."""
     dirichlet_scheme: str = "product"
+    """How a multi-label note picks its client under "dirichlet": "product" (where all its codes are common;
+    default), "mixture" (where any is common) or "primary" (per-class split on the first code)."""
     balance: float = 0.0
+    """Cap of balance x N / n_clients notes per client under "dirichlet"; 0 = no cap, 1.0 = equal sizes."""
     beta: float = 0.5
+    """Dirichlet concentration of client sizes under scheme "quantity" with distribution "dirichlet"."""
     distribution: str = "dirichlet"
+    """Size distribution of scheme "quantity": "dirichlet" (with beta) or "lognormal" (with sigma)."""
     sigma: float = 1.0
+    """Log-normal sigma of client sizes under scheme "quantity" with distribution "lognormal"."""
     min_partition_size: int = 1
+    """Fewest notes any client may get; draws are retried (at most max_retries times) until every client has this
+    many."""
     max_retries: int = 50
+    """Most draws tried to satisfy min_partition_size before the partition is refused with an error naming the
+    constraint."""
     unlabelled: str = "error"
+    """Notes without any label-space code: "error" (refuse; default) or "uniform" (spread uniformly, or one group of
+    their own under "primary")."""
     min_per_client: int = 0
+    """The paper's rule checked per client: every code needs at least this many notes on every client (0 = off);
+    federated runs and `fedicd partition` only."""
     drop_infeasible: bool = False
+    """Remove the codes that break min_per_client from the label space instead of refusing the run."""
     client_validation: str = "auto"
+    """Validation notes each client evaluates on: "auto", "per_site" (natural only), "iid" (validation notes shared
+    at random) or "none" (server-side validation only)."""
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("scheme", self.scheme, partitioner_names()), ("dirichlet_scheme", self.dirichlet_scheme,

@@ -15,14 +15,13 @@ partition of the same notes (``experiments/partition_noniid.py`` does).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy.spatial.distance import jensenshannon
 
 from fedicd.partition.base import Codes, Partition, PartitionError, label_matrix
 
-__all__ = ["PartitionStats", "partition_stats", "plot_heatmap"]
+__all__ = ["PartitionStats", "partition_stats"]
 
 
 @dataclass
@@ -74,26 +73,3 @@ def partition_stats(labels: Codes, partition: Partition) -> PartitionStats:
                           jsd=jsd, absent_fraction=absent)
 
 
-def plot_heatmap(stats: PartitionStats, path: str | Path, *, top: int = 30, title: str = "") -> Path:
-    """Save a clients × top-codes heat map of the share of each client's notes carrying each code."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    order = np.argsort(-stats.label_counts.sum(axis=0), kind="stable")[:top]
-    share = stats.label_counts[:, order] / np.maximum(np.asarray(stats.sizes)[:, None], 1)
-    fig, ax = plt.subplots(figsize=(max(6, 0.32 * len(order) + 2), max(3, 0.28 * len(stats.names) + 1.5)))
-    im = ax.imshow(share, aspect="auto", cmap="viridis")
-    ax.set_xticks(range(len(order)), [stats.codes[j] for j in order], rotation=90, fontsize=7)
-    ax.set_yticks(range(len(stats.names)), stats.names, fontsize=7)
-    ax.set_xlabel("most frequent codes")
-    ax.set_ylabel("client")
-    ax.set_title(title or f"share of client notes with code (mean JSD {stats.mean_jsd:.3f})", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.03)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

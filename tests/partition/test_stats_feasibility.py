@@ -8,7 +8,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from fedicd.partition import (check_feasibility, dirichlet_partition, drop_infeasible_codes, iid_partition,
-                              natural_partition, partition_stats, plot_heatmap)
+                              natural_partition, partition_stats)
+from fedicd.plots import plot_heatmap
 from tests.partition.strategies import label_sets
 
 
