@@ -25,9 +25,11 @@ import numpy as np
 
 from fedicd.config import load_config
 from fedicd.federated.checkpoint import load_checkpoint
-from fedicd.federated.data import stage_arrays, write_run_meta
-from fedicd.federated.simulation import build_meta, simulate
+from fedicd.federated.data import stage_arrays
 from fedicd.partition import iid_partition
+from fedicd.run_plan import write_plan
+from fedicd.runner.simulation import simulate
+from fedicd.runner.staging import build_plan
 from fedicd.train import TrainConfig, train_central
 
 
@@ -58,11 +60,11 @@ def main() -> None:
     run = args.out / f"run-{int(time.time())}"
     partition = iid_partition([()] * sizes["train"], args.clients, seed=0)
     stage_arrays(run, feats, labels, partition, iid_partition([()] * sizes["val"], args.clients, seed=1))
-    meta = build_meta(cfg, input_dim=768, n_labels=1085, client_sizes=partition.sizes)
-    write_run_meta(run, meta)
+    plan = build_plan(cfg, input_dim=768, n_labels=1085, client_sizes=partition.sizes)
+    write_plan(run, plan)
     central_cfg = TrainConfig(epochs=args.rounds, seed=0)
     before = train_central(feats["train"], labels["train"], central_cfg).seconds
-    fed_s = simulate(run, meta)
+    fed_s = simulate(run, plan)
     hist = load_checkpoint(run)["history"]
     after = train_central(feats["train"], labels["train"], central_cfg).seconds
     central_s = min(before, after)  # timed before and after the simulation: the machine's noise shows

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from fedicd.config import load_config
-from fedicd.federated.simulation import run_federated
+from fedicd.runner.simulation import run_federated
 from fedicd.secure.ckks_round import write_key_dir
 
 METHODS = ("none", "ckks", "secagg+")
@@ -74,12 +74,11 @@ def main() -> None:
 
             shutil.rmtree(out)
         res = run_federated(cfg, out)
-        meta = json.loads((out / "run_meta.json").read_text())
-        from fedicd.federated.server import initial_arrays
-        from fedicd.train import TrainConfig
+        from fedicd.federated.model import initial_arrays
+        from fedicd.run_plan import read_plan
 
-        init = initial_arrays(TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                             for k, v in meta["train"].items()}), meta["input_dim"], meta["n_labels"])
+        plan = read_plan(out)
+        init = initial_arrays(plan.train, plan.input_dim, plan.n_labels)
         rows.append(_summary(method, res, int(sum(v.size for v in init.values()))))
         print(json.dumps(rows[-1]), flush=True)
     plain = next((r for r in rows if r["method"] == "none"), None)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedicd.federated.client import LocalTrainConfig, local_train
+from fedicd.local_training import LocalTrainConfig, local_train
 from fedicd.federated.staged import ClientData, _load
 from fedicd.metrics import f1_scores
 from fedicd.privacy.accounting import plan_dp

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fedicd.config import load_config
 from fedicd.experiment import run_experiment
-from fedicd.federated.simulation import run_federated
+from fedicd.runner.simulation import run_federated
 
 
 def main() -> None:

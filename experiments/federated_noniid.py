@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from fedicd.config import load_config
-from fedicd.federated.simulation import run_federated
+from fedicd.runner.simulation import run_federated
 
 PARTITIONS = {
     "iid": ['partition.scheme="iid"'],

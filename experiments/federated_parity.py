@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fedicd.config import load_config
 from fedicd.experiment import run_experiment
-from fedicd.federated.simulation import run_federated
+from fedicd.runner.simulation import run_federated
 
 CONFIGS = ("experiments/configs/synthetic_fed.toml", "experiments/configs/codiesp_fed.toml")
 

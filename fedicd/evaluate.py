@@ -16,10 +16,11 @@ import torch
 from fedicd.config import config_from_dict
 from fedicd.data.labels import load_binarizer, transform_codes
 from fedicd.embed import embed_texts
-from fedicd.experiment import ids_digest, prepare_data
+from fedicd.prepare import ids_digest, prepare_data
 from fedicd.metrics import compute_metrics, top_k_labels
 from fedicd.scaling import load_scaler
-from fedicd.train import TrainConfig, predict_proba
+from fedicd.run_plan import train_config_from_dict
+from fedicd.train import predict_proba
 
 __all__ = ["load_model", "evaluate_run"]
 
@@ -30,7 +31,7 @@ def load_model(path: str | Path) -> torch.nn.Module:
     if not path.exists():
         raise FileNotFoundError(f"model file not found: {path}")
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["train_config"].items()})
+    cfg = train_config_from_dict(saved["train_config"])
     model = cfg.build(saved["input_dim"], saved["n_labels"])
     model.load_state_dict(saved["state_dict"])
     return model.eval()

@@ -28,12 +28,11 @@ import numpy as np
 from fedicd.config import ExperimentConfig
 from fedicd.data.labels import save_binarizer
 from fedicd.errors import ConfigError
-from fedicd.experiment import PreparedData, embed_parts, prepare_data
+from fedicd.prepare import PreparedData, embed_parts, prepare_data
 from fedicd.partition import Partition, partition_stats, write_manifest
 from fedicd.partition.rules import check_client_counts, plan_partition
 from fedicd.partition.validation import validation_partition
-from fedicd.federated.staged import (FEATURES, MANIFEST, VAL_MANIFEST, ClientData, load_client_data,
-                                     load_server_data, read_run_meta, write_run_meta)
+from fedicd.federated.staged import FEATURES, MANIFEST, VAL_MANIFEST, ClientData, load_client_data, load_server_data
 
 __all__ = ["stage_data", "stage_arrays", "load_client_data", "load_server_data", "ClientData", "StagedInfo"]
 

@@ -16,10 +16,10 @@ class InjectedClientFault(RuntimeError):
     """Raised by a client configured to crash."""
 
 
-def should_fail(fed: dict, partition_id: int, server_round: int) -> bool:
-    """Whether client ``partition_id`` misbehaves in ``server_round`` under the ``[federated]`` settings."""
-    rounds = fed.get("fault_rounds") or ()
-    return partition_id in (fed.get("fault_clients") or ()) and (not rounds or server_round in rounds)
+def should_fail(fed, partition_id: int, server_round: int) -> bool:
+    """Whether client ``partition_id`` misbehaves in ``server_round`` under ``fed`` (a FedConfig)."""
+    rounds = fed.fault_rounds or ()
+    return partition_id in (fed.fault_clients or ()) and (not rounds or server_round in rounds)
 
 
 def inject_fault(kind: str, arrays: dict[str, np.ndarray], partition_id: int) -> dict[str, np.ndarray]:

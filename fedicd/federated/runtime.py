@@ -1,8 +1,9 @@
 """What surrounds a simulation: where the framework logs go, the round counter, signals, a stoppable grid.
 
 * :func:`framework_logs`: Flower's and Ray's driver-side logs (and their Python warnings) are written to
-  ``<out>/framework.log``; when quiet (the default without ``-v``) they go only there, and fedicd
-  prints one line per round (:func:`progress_line`) to stderr instead.
+  ``<out>/framework.log``; when quiet (the default without ``-v``) they go only there, and fedicd shows
+  the rounds on stderr instead (:class:`RoundProgress`: a progress bar with the latest loss, F1 and ε on
+  a terminal, one line per round (:func:`progress_line`) otherwise).
 * :func:`interrupt_on_signals`: SIGTERM and SIGINT ask the rounds to stop; Flower then ends its workers
   and shuts Ray down as after a normal run.
 * :class:`RunControl` and :class:`StoppableGrid`: the ServerApp thread stops at its next message
@@ -26,8 +27,8 @@ from pathlib import Path
 
 from fedicd.federated.outcome import RunInterruptedError
 
-__all__ = ["FRAMEWORK_LOG", "PROGRESS_LOGGER", "RunControl", "StoppableGrid", "framework_logs", "is_verbose",
-           "interrupt_on_signals", "progress_line"]
+__all__ = ["FRAMEWORK_LOG", "PROGRESS_LOGGER", "RunControl", "StoppableGrid", "RoundProgress", "framework_logs",
+           "is_verbose", "interrupt_on_signals", "progress_line", "progress_postfix"]
 
 FRAMEWORK_LOG = "framework.log"
 PROGRESS_LOGGER = "fedicd.progress"
@@ -100,6 +101,62 @@ def progress_line(row: dict, rounds: int) -> str:
     return ", ".join(parts)
 
 
+def progress_postfix(row: dict) -> dict[str, str]:
+    """The progress bar's latest scores of a round: train loss, test micro-F1 (or the clients'), ε."""
+    out = {}
+    if "train_train_loss" in row:
+        out["loss"] = f"{row['train_train_loss']:.4f}"
+    f1 = row.get("test_micro_f1", row.get("client_micro_f1"))
+    if f1 is not None:
+        out["F1"] = f"{f1:.3f}"
+    eps = [v for k, v in row.items() if k == "client_dp_epsilon" or k.startswith("epsilon_client_")]
+    if eps:
+        out["ε"] = f"{max(eps):.3g}"
+    if row.get("client_failures"):
+        out["failures"] = f"{row['client_failures']}/{row['clients_sampled']}"
+    return out
+
+
+class RoundProgress(logging.Handler):
+    """The rounds on ``stream``: a tqdm bar over rounds (latest loss, F1, ε) when ``stream`` is a terminal,
+    else each record's message as a line. Records carrying ``round_row`` and ``rounds`` advance the bar."""
+
+    def __init__(self, stream) -> None:
+        super().__init__()
+        self.stream, self.bar = stream, None
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            row, rounds = getattr(record, "round_row", None), getattr(record, "rounds", None)
+            if not self.tty or row is None:
+                self._line(self.format(record))
+                return
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=rounds, initial=row["round"] - 1, desc="rounds", unit="round",
+                                file=self.stream, dynamic_ncols=True)
+            self.bar.set_postfix(progress_postfix(row), refresh=False)
+            self.bar.update(row["round"] - self.bar.n)
+        except Exception:  # a progress display must never end a run
+            self.handleError(record)
+
+    def _line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        super().close()
+
+
 def _is_framework_warning(filename: str) -> bool:
     return any(f"/{name}/" in filename.replace("\\", "/") for name in _FRAMEWORKS)
 
@@ -109,7 +166,7 @@ def framework_logs(path: str | Path, *, quiet: bool) -> Iterator[None]:
     """Send Flower's and Ray's logs to ``path``; with ``quiet`` only there, plus a round counter on stderr.
 
     Everything is restored on exit. Ray's workers do not log to the driver when quiet
-    (``log_to_driver = False``, see :func:`fedicd.federated.simulation.backend_config`); their logs stay
+    (``log_to_driver = False``, see :func:`fedicd.runner.simulation.backend_config`); their logs stay
     in Ray's session folder (``/tmp/ray/session_latest/logs``).
     """
     try:
@@ -120,8 +177,7 @@ def framework_logs(path: str | Path, *, quiet: bool) -> Iterator[None]:
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     saved = [_redirect(logging.getLogger(name), handler, quiet) for name in _FRAMEWORKS]
     progress = logging.getLogger(PROGRESS_LOGGER)
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter("%(message)s"))
+    console = RoundProgress(sys.stderr)
     saved.append((progress, progress.propagate, progress.level, []))
     if quiet:
         progress.addHandler(console)
@@ -143,6 +199,7 @@ def framework_logs(path: str | Path, *, quiet: bool) -> Iterator[None]:
     finally:
         warnings.showwarning = shown
         progress.removeHandler(console)
+        console.close()
         for logger, propagate, level, levels in saved:
             logger.removeHandler(handler)
             logger.propagate = propagate

@@ -7,7 +7,6 @@ client process imports numpy and the manifest reader only, not the whole data pi
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +14,7 @@ import numpy as np
 
 from fedicd.partition.manifest import read_manifest
 
-__all__ = ["ClientData", "load_client_data", "load_server_data", "read_run_meta", "write_run_meta", "FEATURES",
-           "MANIFEST", "VAL_MANIFEST"]
+__all__ = ["ClientData", "load_client_data", "load_server_data", "FEATURES", "MANIFEST", "VAL_MANIFEST"]
 
 FEATURES = "data/features.npz"
 MANIFEST = "partition.json"
@@ -70,19 +68,3 @@ def load_server_data(run_dir: str | Path) -> dict[str, np.ndarray]:
     """Server-held validation and test features/labels (threshold choice and global evaluation)."""
     arrays = _load(Path(run_dir))
     return {k: arrays[k] for k in ("x_val", "y_val", "x_test", "y_test", "y_train")}
-
-
-def write_run_meta(run_dir: str | Path, meta: dict) -> None:
-    (Path(run_dir) / "run_meta.json").write_text(json.dumps(meta, indent=2))
-
-
-def read_run_meta(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "run_meta.json"
-    if not path.exists():
-        raise FileNotFoundError(f"run metadata not found: {path}")
-    return _meta(str(path), path.stat().st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=8)
-def _meta(path: str, mtime_ns: int) -> dict:
-    return json.loads(Path(path).read_text())

@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from opacus.accountants import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
+
+from fedicd.run_plan import DPPlan
 
 __all__ = ["DPPlan", "plan_dp", "calibrate_noise", "epsilon_of", "load_history", "save_history",
            "PrivacyBudgetExhausted", "HISTORY_FILE"]
@@ -35,22 +36,6 @@ CALIBRATION_TOLERANCE = 1e-3  # relative: the calibrated ε is within 0.1 % belo
 
 class PrivacyBudgetExhausted(RuntimeError):
     """Training further would spend more than the client's privacy budget."""
-
-
-@dataclass(frozen=True)
-class DPPlan:
-    """One client's DP-SGD schedule for a whole run."""
-
-    n: int
-    sample_rate: float
-    steps_per_epoch: int
-    total_steps: int
-    noise_multiplier: float
-    delta: float
-    target_epsilon: float  # 0 when σ was given instead
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> tuple[float, int]:

@@ -35,10 +35,9 @@ from flwr.supercore.privacy_accounting import (
 from flwr.supercore.privacy_accounting import PrivacyConfig as FlowerPrivacyConfig
 from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
-__all__ = ["CLIENT_DP_STRATEGIES", "UNIT_WEIGHT_KEY", "client_dp_accountant", "calibrate_client_noise",
+__all__ = ["UNIT_WEIGHT_KEY", "client_dp_accountant", "calibrate_client_noise",
            "wrap_client_dp", "client_dp_state", "load_client_dp_state", "find_client_dp"]
 
-CLIENT_DP_STRATEGIES = ("fedavg", "fedprox")
 UNIT_WEIGHT_KEY = "unit-weight"  # clients report 1.0 here; FedAvg weights by it under client-level DP
 
 
@@ -80,9 +79,12 @@ def calibrate_client_noise(target_epsilon: float, delta: float, rounds: int, sam
 def wrap_client_dp(strategy: Strategy, name: str, *, noise: float, clip: float, sampled: int, population: int,
                    delta: float, max_epsilon: float | None, client_side: bool) -> Strategy:
     """Flower's fixed-clipping DP wrapper around ``strategy`` (FedAvg or FedProx), with an accountant."""
-    if name not in CLIENT_DP_STRATEGIES:
+    from fedicd.strategies import client_dp_strategies
+
+    allowed = client_dp_strategies()
+    if name not in allowed:
         raise ValueError(f"client-level DP with an accountant needs equally weighted FedAvg aggregation; strategy "
-                         f"{name!r} changes the aggregate on the server (choose one of {list(CLIENT_DP_STRATEGIES)})")
+                         f"{name!r} changes the aggregate on the server (choose one of {list(allowed)})")
     if getattr(strategy, "weighted_by_key", None) != UNIT_WEIGHT_KEY:
         raise ValueError(f"client-level DP needs the strategy to weight clients by {UNIT_WEIGHT_KEY!r} (equal weights)")
     cls = DifferentialPrivacyClientSideFixedClipping if client_side else DifferentialPrivacyServerSideFixedClipping

@@ -1,8 +1,8 @@
 """Before a private run starts: make the head DP-compatible and fix every noise level for the whole run.
 
 :func:`plan_privacy` is called once when a federated run is staged; its result
-goes into ``run_meta.json`` so that the server, every client and the final
-``results.json`` read the same σ, C, δ, steps and accountant.
+is the run plan's :class:`~fedicd.run_plan.PrivacyPlan`, so that the server, every client and
+the final ``results.json`` read the same σ, C, δ, steps and accountant.
 """
 
 from __future__ import annotations
@@ -12,14 +12,17 @@ import logging
 
 import torch
 
-from fedicd.config import ExperimentConfig
+from fedicd.federated.config import FedConfig
+from fedicd.privacy.config import PrivacyConfig
+from fedicd.run_plan import PrivacyPlan
+from fedicd.train import TrainConfig
 
 __all__ = ["plan_privacy", "dp_compatible_train"]
 
 log = logging.getLogger(__name__)
 
 
-def dp_compatible_train(cfg: ExperimentConfig, input_dim: int, n_labels: int):
+def dp_compatible_train(train: TrainConfig, input_dim: int, n_labels: int) -> tuple[TrainConfig, list[str]]:
     """The train config to use under sample-level DP, and the notices of what was replaced.
 
     Opacus' ``ModuleValidator`` decides: a head with BatchNorm is fixed
@@ -28,7 +31,6 @@ def dp_compatible_train(cfg: ExperimentConfig, input_dim: int, n_labels: int):
     """
     from fedicd.privacy.dp_sgd import make_private_head
 
-    train = cfg.train
     with torch.random.fork_rng(devices=[]):
         fixed, notices = make_private_head(train.build(input_dim, n_labels))
         if not notices:
@@ -47,12 +49,12 @@ def dp_compatible_train(cfg: ExperimentConfig, input_dim: int, n_labels: int):
     return replaced, notices
 
 
-def plan_privacy(cfg: ExperimentConfig, client_sizes: list[int], input_dim: int, n_labels: int) -> dict:
-    """``{"train": effective train config or None, "meta": what run_meta.json records}``."""
-    p = cfg.privacy
+def plan_privacy(privacy: PrivacyConfig, fed: FedConfig, train: TrainConfig, client_sizes: list[int],
+                 input_dim: int, n_labels: int) -> tuple[TrainConfig, PrivacyPlan]:
+    """(the train config the run uses, its privacy plan); ``train`` unchanged when DP is off."""
+    p = privacy
     if not p.enabled:
-        return {"train": None, "meta": {"dp": "none"}}
-    fed = cfg.federated
+        return train, PrivacyPlan()
     base = {"dp": p.dp, "clip": p.clip, "delta": p.resolved_delta, "target_epsilon": p.target_epsilon,
             "secure_rng": p.secure_rng}
     if p.dp == "sample":
@@ -61,20 +63,20 @@ def plan_privacy(cfg: ExperimentConfig, client_sizes: list[int], input_dim: int,
         if fed.strategy == "scaffold":
             raise ValueError("SCAFFOLD cannot run under sample-level DP (its control variates are non-private "
                              "full-batch gradients); use fedavg or fedprox")
-        train, notices = dp_compatible_train(cfg, input_dim, n_labels)
+        train, notices = dp_compatible_train(train, input_dim, n_labels)
         plans = [client_plan(p, n, train.batch_size, fed.rounds, fed.local_epochs).to_dict() for n in client_sizes]
-        return {"train": train, "meta": {**base, "accountant": "opacus RDP (per client, sample-level)",
-                                          "clipping": p.clipping, "head_notices": notices, "clients": plans}}
+        return train, PrivacyPlan.from_dict({**base, "accountant": "opacus RDP (per client, sample-level)",
+                                             "clipping": p.clipping, "head_notices": notices, "clients": plans})
     from fedicd.privacy.client_level import calibrate_client_noise
 
     # Flower's wrapper adds noise to every array, BatchNorm's running variance included (negative → NaN)
-    train, notices = dp_compatible_train(cfg, input_dim, n_labels)
+    train, notices = dp_compatible_train(train, input_dim, n_labels)
     population = len(client_sizes)
     sampled = max(int(population * fed.fraction_train), fed.node_minimums(population)[1])
     noise = (calibrate_client_noise(p.target_epsilon, p.resolved_delta, fed.rounds, sampled, population)
              if p.target_epsilon > 0 else p.noise)
-    return {"train": train, "meta": {**base, "accountant": "flwr RdpAccountant (client-level, no amplification)",
-                                     "head_notices": notices,
-                                    "noise_multiplier": noise, "sampled_clients": sampled,
-                                    "population": population, "client_side_clipping": p.client_side_clipping,
-                                    "noise_std": noise * p.clip / sampled}}
+    return train, PrivacyPlan.from_dict({**base, "accountant": "flwr RdpAccountant (client-level, no amplification)",
+                                         "head_notices": notices, "noise_multiplier": noise,
+                                         "sampled_clients": sampled, "population": population,
+                                         "client_side_clipping": p.client_side_clipping,
+                                         "noise_std": noise * p.clip / sampled})

@@ -3,7 +3,9 @@
 Nothing is imported here (a config load must not pull in TenSEAL); import the modules:
 
 * :mod:`fedicd.secure.config` — the ``[secure_aggregation]`` section and the compatibility checks.
-* :mod:`fedicd.secure.ckks` — keys (:func:`make_keys`, :func:`save_keys`, :func:`load_context`),
-  client-side :func:`encrypt_update`, server-side :func:`aggregate_encrypted`, client-side
-  :func:`decrypt_average`, the parameters (:class:`CkksParams`) and :func:`precision_bound`.
+* :mod:`fedicd.secure.ckks` and its ``ckks_*`` modules — keys, parameters, client-side encryption,
+  server-side addition, decryption; :mod:`fedicd.secure.ckks_round` — who holds which key in a round.
+* :mod:`fedicd.secure.secagg` and its ``secagg_*`` modules — Flower's SecAgg+ workflow and client mod.
+* :mod:`fedicd.secure.round_ckks`, :mod:`fedicd.secure.round_secagg` — the round loop's aggregators
+  (and CKKS's client codec); :mod:`fedicd.secure.round_defences` — which of them a run plan gets.
 """

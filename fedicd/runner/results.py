@@ -1,0 +1,71 @@
+"""The results of a finished federated run: final scores, history, privacy and secure-aggregation blocks.
+
+``results.json`` records the run's outcome, the final global model's val/test metrics (threshold chosen
+on validation), the round history and rejections, what staging recorded (labels, embedding, client
+sizes, load summary, partition), ε and how updates were hidden, the resolved config and the provenance.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from fedicd.federated.model import load_global_model
+from fedicd.federated.outcome import run_outcome
+from fedicd.federated.staged import load_server_data
+from fedicd.metrics import choose_threshold, compute_metrics, top_k_labels
+from fedicd.privacy.defences import privacy_results
+from fedicd.run_plan import RunPlan
+from fedicd.secure.round_defences import driver_key, round_aggregator, secure_results
+from fedicd.train import predict_proba
+
+__all__ = ["finalize", "write_history"]
+
+
+def write_history(out: Path, history: list[dict]) -> None:
+    keys = sorted({k for row in history for k in row}, key=lambda k: (k != "round", k))
+    with (out / "history.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _final_metrics(plan: RunPlan, out: Path, arrays) -> dict:
+    # the experiment driver holds the clients' key: under CKKS it decrypts the final model here
+    readable = round_aggregator(plan, secret_path=driver_key(plan.secure)).readable(arrays)
+    model = load_global_model(plan.train, plan.input_dim, plan.n_labels, readable)
+    data = load_server_data(out)
+    probs = {p: predict_proba(model, data[f"x_{p}"]) for p in ("val", "test")}
+    threshold = choose_threshold(data["y_val"], probs["val"])
+    frequent = top_k_labels(data["y_train"], 50)
+    return {p: compute_metrics(data[f"y_{p}"], probs[p], threshold=threshold, frequent=frequent)
+            for p in ("val", "test")}
+
+
+def _provenance() -> dict | None:
+    try:
+        from fedicd.provenance import provenance
+    except ImportError:
+        return None
+    return provenance()
+
+
+def finalize(name: str, out: Path, plan: RunPlan, ckpt: dict, seconds: float) -> dict:
+    """Write ``results.json``, ``history.csv`` and ``learning_curves.png``; returns the results."""
+    from fedicd.plots import plot_learning_curves
+
+    history = ckpt["history"]
+    outcome = run_outcome(history, ckpt["rejections"], max_rejected_share=float(plan.federated.max_rejected_share))
+    results = {"name": name, "training_mode": "federated", "outcome": outcome,
+               **_final_metrics(plan, out, ckpt["arrays"]),
+               "history": history, "rejections": ckpt["rejections"], "labels": plan.labels,
+               "embedding": plan.embedding, "client_sizes": list(plan.client_sizes),
+               "load_summary": plan.load_summary, "partition": plan.partition,
+               "seconds": {"simulation": seconds, "rounds": sum(r["seconds"] for r in history)},
+               "privacy": privacy_results(plan.privacy, history, out), "secure_aggregation": secure_results(plan.secure),
+               "config": plan.config, "provenance": _provenance()}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_history(out, history)
+    plot_learning_curves(history, out / "learning_curves.png", title=name)
+    return results
