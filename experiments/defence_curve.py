@@ -26,7 +26,7 @@ from attacks.bow import BowConfig, BowInverter
 from attacks.scoring import set_prf, summarize, words
 from fedicd.config import load_config
 from fedicd.embedding import embed_texts
-from fedicd.experiment import prepare_data
+from fedicd.prepare import prepare_data
 from fedicd.attack_runs.sweep import icd_utility, make_defence
 from fedicd.plots import plot_leakage_utility
 

@@ -22,7 +22,7 @@ from fedicd.metrics import f1_scores
 from fedicd.privacy.accounting import plan_dp
 from fedicd.privacy.config import PrivacyConfig
 from fedicd.privacy.dp_local import dp_local_train
-from fedicd.train import TrainConfig
+from fedicd.train_config import TrainConfig
 
 
 def main() -> None:

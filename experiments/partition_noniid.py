@@ -22,7 +22,7 @@ import numpy as np
 from fedicd.config import load_config
 from fedicd.data.labels import filter_rare_codes
 from fedicd.data.synthetic import generate_synthetic
-from fedicd.experiment import prepare_data
+from fedicd.prepare import prepare_data
 from fedicd.partition import dirichlet_partition, iid_partition, natural_partition, partition_stats
 from fedicd.plots import plot_heatmap
 

@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
 from fedicd.config import load_config
-from fedicd.experiment import prepare_data
+from fedicd.prepare import prepare_data
 from fedicd.metrics import choose_threshold, compute_metrics, top_k_labels
 
 

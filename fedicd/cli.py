@@ -163,10 +163,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ValueError("--resume applies to federated runs (train.mode = 'federated') only")
     _claim_out(args)
     if cfg.train.mode == "federated":
-        try:
-            from fedicd.runner.simulation import run_federated
-        except ImportError:  # before the runner package existed
-            from fedicd.federated.simulation import run_federated
+        from fedicd.runner.simulation import run_federated
 
         results = run_federated(cfg, args.out, resume=getattr(args, "resume", False))
         print(format_table(results))
@@ -214,7 +211,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     from fedicd.config import load_config
     from fedicd.data.sources import load_notes
-    from fedicd.embed import embed_texts
+    from fedicd.embedding import embed_texts
 
     cfg = load_config(args.config, args.overrides)
     _claim_out(args)
@@ -300,10 +297,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
-    try:
-        from fedicd.secure.ckks_params import CkksParams, precision_bound
-    except ImportError:  # before the CKKS modules were split
-        from fedicd.secure.ckks import CkksParams, precision_bound
+    from fedicd.secure.ckks_params import CkksParams, precision_bound
     from fedicd.output_dir import check_writable_location
     from fedicd.secure.ckks_round import write_key_dir
 

@@ -15,7 +15,7 @@ import torch
 
 from fedicd.config import config_from_dict
 from fedicd.data.labels import load_binarizer, transform_codes
-from fedicd.embed import embed_texts
+from fedicd.embedding import embed_texts
 from fedicd.prepare import ids_digest, prepare_data
 from fedicd.metrics import compute_metrics, top_k_labels
 from fedicd.scaling import load_scaler

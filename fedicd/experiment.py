@@ -21,14 +21,12 @@ from fedicd.config import ExperimentConfig, config_to_dict
 from fedicd.data.labels import save_binarizer
 from fedicd.errors import ConfigError
 from fedicd.metrics import choose_threshold, compute_metrics, top_k_labels
-from fedicd.prepare import (MIN_EVAL_CODE_SHARE, MIN_EVAL_NOTES, PreparedData, embed_parts, ids_digest, prepare_data,
-                            restrict_label_space)
+from fedicd.prepare import embed_parts, ids_digest, prepare_data
 from fedicd.provenance import provenance
 from fedicd.scaling import save_scaler
 from fedicd.train import predict_proba, train_central
 
-__all__ = ["PreparedData", "prepare_data", "restrict_label_space", "embed_parts", "run_experiment", "save_model",
-           "ids_digest", "MIN_EVAL_NOTES", "MIN_EVAL_CODE_SHARE"]
+__all__ = ["run_experiment", "save_model"]
 
 log = logging.getLogger(__name__)
 

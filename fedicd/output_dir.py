@@ -42,7 +42,7 @@ _PROBE = ".fedicd-probe-"
 # what fedicd's verbs write at the top of an output folder (run, prepare, embed, partition, attack, keys)
 _ARTIFACTS = frozenset({
     "results.json", "model.pt", "scaler.npz", "labels.json", "config.json", "history.csv", "learning_curves.png",
-    "run_meta.json", "checkpoint", "clients", "data", "partition.json", "partition_val.json", "heatmap.png",
+    "run_plan.json", "run_meta.json", "client_dp_releases.jsonl", "checkpoint", "clients", "data", "partition.json", "partition_val.json", "heatmap.png",
     "notes.jsonl.gz", "notes.jsonl.gz.summary.json", "identifiers.jsonl", "mentions.jsonl", "embeddings.npy",
     "ids.json", "leakage_utility.json", "leakage_utility.png", "framework.log", MARKER})
 _ARTIFACT_PATTERN = re.compile(r"^(bow|generative|retrieval|attribute)\w*\.json$")

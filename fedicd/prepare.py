@@ -22,7 +22,7 @@ from fedicd.data.labels import filter_rare_codes, fit_binarizer, roll_up_notes, 
 from fedicd.data.notes import CodedNotes
 from fedicd.data.sources import load_notes
 from fedicd.data.splits import EmptySplitError, holdout_split, kfold_split, stratified_split
-from fedicd.embed import embed_texts
+from fedicd.embedding import embed_texts
 from fedicd.errors import ConfigError, DataFormatError
 
 __all__ = ["PreparedData", "prepare_data", "restrict_label_space", "embed_parts", "ids_digest", "MIN_EVAL_NOTES",

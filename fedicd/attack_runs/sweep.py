@@ -32,7 +32,7 @@ from attacks.defences import DimensionReducer, fit_range, gaussian_noise, quanti
 from attacks.generative import GenerativeConfig
 from fedicd.errors import ConfigError
 from fedicd.plots import plot_leakage_utility
-from fedicd.train import TrainConfig
+from fedicd.train_config import TrainConfig
 
 from .data import AttackData, load_attack_data
 from .registry import Attack, AttackOptions, attack_spec

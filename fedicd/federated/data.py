@@ -30,7 +30,8 @@ from fedicd.data.labels import save_binarizer
 from fedicd.errors import ConfigError
 from fedicd.prepare import PreparedData, embed_parts, prepare_data
 from fedicd.partition import Partition, partition_stats, write_manifest
-from fedicd.partition.rules import check_client_counts, plan_partition
+from fedicd.partition.rules import check_client_counts
+from fedicd.partition_run import plan_partition
 from fedicd.partition.validation import validation_partition
 from fedicd.federated.staged import FEATURES, MANIFEST, VAL_MANIFEST, ClientData, load_client_data, load_server_data
 

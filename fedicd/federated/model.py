@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedicd.train import TrainConfig
+from fedicd.train_config import TrainConfig
 
 __all__ = ["initial_arrays", "load_global_model"]
 

@@ -17,7 +17,6 @@ experiment's prepared notes (``plan_partition``) is :mod:`fedicd.partition_run`'
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,13 +117,3 @@ def enforce_feasibility(labels: Codes, partition: Partition, cfg: PartitionConfi
         raise ConfigError(message)
     log.warning(message)
     return FeasibilityOutcome(labels=kept_all, report=report.to_dict(), summary=summary)
-
-
-_MOVED = {"plan_partition", "PartitionPlan"}
-
-
-def __getattr__(name: str) -> Any:
-    """``plan_partition`` and ``PartitionPlan`` moved to :mod:`fedicd.partition_run` (kept here for old imports)."""
-    if name in _MOVED:
-        return getattr(importlib.import_module("fedicd.partition_run"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

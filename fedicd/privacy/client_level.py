@@ -87,9 +87,14 @@ def wrap_client_dp(strategy: Strategy, name: str, *, noise: float, clip: float, 
                          f"{name!r} changes the aggregate on the server (choose one of {list(allowed)})")
     if getattr(strategy, "weighted_by_key", None) != UNIT_WEIGHT_KEY:
         raise ValueError(f"client-level DP needs the strategy to weight clients by {UNIT_WEIGHT_KEY!r} (equal weights)")
+    from fedicd.strategies.state import WRAPPER_STATE_ATTR, StateHandler
+
     cls = DifferentialPrivacyClientSideFixedClipping if client_side else DifferentialPrivacyServerSideFixedClipping
-    return cls(strategy, noise_multiplier=noise, clipping_norm=clip, num_sampled_clients=sampled,
-               accountant=client_dp_accountant(population, delta, max_epsilon))
+    wrapped = cls(strategy, noise_multiplier=noise, clipping_norm=clip, num_sampled_clients=sampled,
+                  accountant=client_dp_accountant(population, delta, max_epsilon))
+    # the accountant is server state: saved in every checkpoint, restored on resume
+    setattr(wrapped, WRAPPER_STATE_ATTR, StateHandler(client_dp_state, load_client_dp_state, "client_dp/"))
+    return wrapped
 
 
 def find_client_dp(strategy: Strategy):

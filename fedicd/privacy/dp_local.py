@@ -33,7 +33,7 @@ from fedicd.local_training import (LocalTrainConfig, local_optimizer, proximal_g
 from fedicd.privacy.accounting import DPPlan, PrivacyBudgetExhausted, epsilon_of, plan_dp
 from fedicd.privacy.config import PrivacyConfig
 from fedicd.privacy.dp_sgd import DPStepper, poisson_batches
-from fedicd.train import TrainConfig
+from fedicd.train_config import TrainConfig
 
 __all__ = ["client_plan", "check_budget", "dp_local_train", "DPRoundResult"]
 

@@ -15,7 +15,7 @@ import torch
 from fedicd.federated.config import FedConfig
 from fedicd.privacy.config import PrivacyConfig
 from fedicd.run_plan import PrivacyPlan
-from fedicd.train import TrainConfig
+from fedicd.train_config import TrainConfig
 
 __all__ = ["plan_privacy", "dp_compatible_train"]
 

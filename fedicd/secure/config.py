@@ -93,7 +93,7 @@ def check_secure_compatible(secure: SecureAggConfig, strategy: str, dp: str, mod
         return
     if mode != "federated":
         raise ConfigError(f"secure_aggregation.method = {secure.method!r} needs train.mode = 'federated'")
-    from fedicd.strategies import secure_strategies
+    from fedicd.strategies.config import secure_strategies
 
     allowed = secure_strategies(secure.method)
     if strategy not in allowed:

@@ -23,8 +23,7 @@ Wrapper = Callable[[Strategy], Strategy]
 
 
 def build_strategy(name: str, *, validate_updates: bool = True, weighted_by_key: str = "num-examples",
-                   inner_wrappers: Iterable[Wrapper] = (), client_dp: dict | None = None,
-                   **params: Any) -> Strategy:
+                   inner_wrappers: Iterable[Wrapper] = (), **params: Any) -> Strategy:
     """Build a registered server strategy (defaults: ``FedConfig``'s, min nodes 10/10/5 as the paper's 20 clients).
 
     Parameters
@@ -39,9 +38,6 @@ def build_strategy(name: str, *, validate_updates: bool = True, weighted_by_key:
     inner_wrappers : iterable of callables
         ``Strategy -> Strategy``, applied in order before :class:`UpdateValidator`
         (client-level DP: Flower's fixed-clipping wrapper, built by :mod:`fedicd.privacy`).
-    client_dp : dict or None
-        Older form of the client-level DP wrapper: keyword arguments of
-        :func:`fedicd.privacy.client_level.wrap_client_dp`; prefer ``inner_wrappers``.
     **params
         Sampling (``fraction_train``, ``fraction_evaluate``, ``min_available_nodes``,
         ``min_train_nodes``, ``min_evaluate_nodes``) and the registered strategies'
@@ -63,10 +59,7 @@ def build_strategy(name: str, *, validate_updates: bool = True, weighted_by_key:
     strategy = spec.builder()(sampling, **{key: values[key] for key in spec.params})
     strategy.weighted_by_key = weighted_by_key
     setattr(strategy, STRATEGY_NAME_ATTR, name)
-    wrappers = list(inner_wrappers)
-    if client_dp is not None:
-        wrappers.append(_client_dp_wrapper(name, client_dp))
-    for wrap in wrappers:
+    for wrap in inner_wrappers:
         strategy = wrap(strategy)
     if validate_updates:
         return UpdateValidator(strategy, extra_array_keys=spec.extra_array_keys)
@@ -89,12 +82,3 @@ def _parameters(params: dict[str, Any]) -> dict[str, Any]:
         if key not in allowed:
             raise TypeError(f"build_strategy() got an unexpected keyword argument {key!r}")
     return {**strategy_defaults(), **params}
-
-
-def _client_dp_wrapper(name: str, client_dp: dict) -> Wrapper:
-    def wrap(strategy: Strategy) -> Strategy:
-        from fedicd.privacy.client_level import wrap_client_dp  # the caller's layer; prefer inner_wrappers
-
-        return wrap_client_dp(strategy, name, **client_dp)
-
-    return wrap

@@ -185,17 +185,7 @@ def _wrapper_hooks(strategy: Strategy) -> list[tuple[Strategy, StateHandler]]:
         if hook is not None:
             found.append((node, hook))
         node = getattr(node, "strategy", None)
-    return found or _legacy_client_dp_hooks(strategy)
-
-
-def _legacy_client_dp_hooks(strategy: Strategy) -> list[tuple[Strategy, StateHandler]]:
-    """Client-level DP wrappers made before they carried their own hook (``build_strategy(client_dp=...)``).
-
-    To be removed once every client-DP wrapper sets :data:`WRAPPER_STATE_ATTR`.
-    """
-    from fedicd.privacy.client_level import client_dp_state, load_client_dp_state
-
-    return [(strategy, StateHandler(client_dp_state, load_client_dp_state, "client_dp/"))]
+    return found
 
 
 def _unwrap(strategy: Strategy) -> Strategy:

@@ -65,7 +65,7 @@ def test_validate_codes_false_means_free(table_writer):
 
 def test_free_labels_binarize_through_prepare_data(free_path):
     from fedicd.config import config_from_dict
-    from fedicd.experiment import prepare_data
+    from fedicd.prepare import prepare_data
 
     cfg = config_from_dict({"data": {**FREE_CORPUS, "path": str(free_path), "min_per_client": 5, "n_clients": 2}})
     data = prepare_data(cfg)

@@ -9,7 +9,7 @@ from fedicd.local_training import LocalTrainConfig, local_train, round_lr
 from fedicd.federated.config import FedConfig
 from fedicd.federated.data import ClientData
 from fedicd.federated.faults import InjectedClientFault, inject_fault, should_fail
-from fedicd.train import TrainConfig
+from fedicd.train_config import TrainConfig
 
 
 def test_round_lr_matches_torch_cosine_schedule():

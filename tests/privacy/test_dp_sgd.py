@@ -14,7 +14,7 @@ from fedicd.privacy.accounting import (DPPlan, PrivacyBudgetExhausted, epsilon_o
 from fedicd.privacy.config import PrivacyConfig
 from fedicd.privacy.dp_local import check_budget, dp_local_train
 from fedicd.privacy.dp_sgd import DPStepper, make_private_head
-from fedicd.train import TrainConfig
+from fedicd.train_config import TrainConfig
 
 
 def _plan(n=40, sigma=0.0, q=0.5):

