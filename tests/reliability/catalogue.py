@@ -105,7 +105,7 @@ def tiny_central(ws: Path, *, cache: Path | None = None, **extra) -> Path:
 
 def tiny_federated(ws: Path, **extra) -> Path:
     sections = {"train": {"mode": "federated"}, "partition": {"n_clients": 3},
-                "federated": {"rounds": 2}}
+                "federated": {"rounds": 2, "engine": "inprocess"}}
     for section, table in extra.items():
         sections[section] = {**sections.get(section, {}), **table}
     return tiny_central(ws, **sections)

@@ -153,6 +153,7 @@ def check_within_bound(new: dict, pids: list[int], cfg: SecAggPlusConfig) -> flo
     return worst
 
 
+@pytest.mark.ray  # Flower\'s simulation on Ray
 def test_all_clients_give_the_weighted_fedavg_within_the_quantisation_bound(rounds):
     new, info = rounds[1]
     check_within_bound(new, list(range(N_CLIENTS)), SA)
@@ -168,6 +169,7 @@ def test_all_clients_give_the_weighted_fedavg_within_the_quantisation_bound(roun
     assert SA.error_bound([weight(p) for p in range(5)], 1.0, 3.0) < 1e-4
 
 
+@pytest.mark.ray  # Flower\'s simulation on Ray
 def test_a_client_crashing_after_the_key_exchange_is_tolerated(rounds):
     new, info = rounds[2]
     check_within_bound(new, [0, 1, 3, 4], SA)
@@ -181,6 +183,7 @@ def test_a_client_crashing_after_the_key_exchange_is_tolerated(rounds):
     assert np.abs(new["w"] - full["w"]).max() > 1e-3
 
 
+@pytest.mark.ray  # Flower\'s simulation on Ray
 def test_too_many_dropouts_halt_the_round_with_a_named_error(rounds):
     err = rounds[3]
     assert isinstance(err, SecAggDropoutError) and isinstance(err, ValueError)
@@ -191,6 +194,7 @@ def test_too_many_dropouts_halt_the_round_with_a_named_error(rounds):
     assert sum("simulated crash" in f for f in info["failures"]) == 3
 
 
+@pytest.mark.ray  # Flower\'s simulation on Ray
 def test_a_client_lost_while_sharing_keys_halts_the_round(rounds):
     err = rounds[6]
     assert isinstance(err, SecAggDropoutError)
@@ -198,12 +202,14 @@ def test_a_client_lost_while_sharing_keys_halts_the_round(rounds):
     assert "cannot be recovered" in str(err) and "share_keys" in str(err)
 
 
+@pytest.mark.ray  # Flower\'s simulation on Ray
 def test_the_next_round_works_again_after_a_halted_round(rounds):
     new, info = rounds[4]
     check_within_bound(new, list(range(N_CLIENTS)), SA)
     assert info["survivors"] == N_CLIENTS
 
 
+@pytest.mark.ray  # Flower\'s simulation on Ray
 def test_a_coarse_quantiser_is_inexact_but_inside_the_bound(rounds):
     new, _ = rounds[5]
     worst = check_within_bound(new, list(range(N_CLIENTS)), COARSE)
@@ -211,6 +217,7 @@ def test_a_coarse_quantiser_is_inexact_but_inside_the_bound(rounds):
     assert rounds["seconds"] < 90
 
 
+@pytest.mark.ray  # Flower\'s simulation on Ray
 def test_a_rounding_seed_makes_the_aggregate_reproducible(rounds):
     (a, _), (b, _) = rounds[7], rounds[8]
     check_within_bound(a, list(range(N_CLIENTS)), COARSE)

