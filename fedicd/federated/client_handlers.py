@@ -69,8 +69,10 @@ def handle_evaluate(msg: Message, setup: ClientSetup) -> Message:
     _pin_threads(setup.plan.federated.client_cpus)
     data = load_client_data(setup.run_dir, setup.pid)
     if len(data.x_val) == 0:  # partition.client_validation gave this client no validation notes: nothing to score
-        return Message(content=RecordDict({"metrics": MetricRecord({"num-examples": 0})}), reply_to=msg)
+        return Message(content=RecordDict({"metrics": MetricRecord({"num-examples": 0, "partition-id": setup.pid})}),
+                       reply_to=msg)
     model = _global_model(msg, setup)
-    metrics = {"num-examples": setup.codec.eval_weight(len(data.x_val)),
+    # partition-id: the server averages the replies in client order (float sums depend on the order)
+    metrics = {"num-examples": setup.codec.eval_weight(len(data.x_val)), "partition-id": setup.pid,
                **evaluate_local(model, data, setup.plan.train), **setup.reply_metrics}
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

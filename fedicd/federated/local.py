@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
-from fedicd.local_training import LocalTrainConfig, local_train
+from fedicd.local_training import LocalTrainConfig, local_train, round_seed
 from fedicd.federated.records import from_record, to_record
 from fedicd.federated.staged import ClientData
 from fedicd.run_plan import RunPlan
@@ -84,8 +84,10 @@ class ScaffoldTrainer(LocalTrainer):
             return LocalResult(local_train(model, data, cfg, local))
         c = {k: torch.as_tensor(v) for k, v in from_record(msg.content[SERVER_CONTROL_KEY]).items()}
         c_i = self._load(c)
-        c_new = scaffold_client_control(model, torch.as_tensor(data.x_train), torch.as_tensor(data.y_train),
-                                        cfg.loss())
+        with torch.random.fork_rng(devices=[]):  # c_i+'s dropout: repeatable per (seed, round, client)
+            torch.manual_seed(round_seed(local) + 3)
+            c_new = scaffold_client_control(model, torch.as_tensor(data.x_train), torch.as_tensor(data.y_train),
+                                            cfg.loss())
         loss = local_train(model, data, cfg, local, scaffold_c=c, scaffold_c_i=c_i)
         delta = to_record({k: (c_new[k] - c_i[k]).numpy() for k in c_new})
         return LocalResult(loss, records={DELTA_CONTROL_KEY: delta},

@@ -22,7 +22,7 @@ from flwr.serverapp import Grid
 from fedicd.federated.checkpoint import load_checkpoint, save_checkpoint
 from fedicd.federated.model import initial_arrays, load_global_model
 from fedicd.federated.records import from_record, message_bytes
-from fedicd.federated.rounds import RoundResult, ServerSetup, validator_log
+from fedicd.federated.rounds import RoundResult, ServerSetup, sorted_replies, validator_log
 from fedicd.federated.runtime import PROGRESS_LOGGER, RunControl, StoppableGrid, progress_line
 from fedicd.federated.staged import load_server_data
 from fedicd.metrics import choose_threshold, f1_scores
@@ -58,7 +58,7 @@ def _evaluate_round(setup: ServerSetup, grid: Grid, rnd: int, arrays, timeout: f
     aggregator.prepare(messages, arrays)
     if not messages:
         return None, 0, 0
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    replies = sorted_replies(list(grid.send_and_receive(messages, timeout=timeout)))
     return strategy.aggregate_evaluate(rnd, replies), message_bytes(messages), message_bytes(replies)
 
 
@@ -106,7 +106,7 @@ def _row(rnd: int, res: RoundResult, evaluated: tuple, setup: ServerSetup) -> di
             **{f"train_{k}": float(v) for k, v in res.metrics.items()
                if k not in ("partition-id", "epsilon", "unit-weight")},
             **res.epsilons, **observed,
-            **{f"client_{k}": float(v) for k, v in (eval_metrics or {}).items()}}
+            **{f"client_{k}": float(v) for k, v in (eval_metrics or {}).items() if k != "partition-id"}}
 
 
 def _round(grid, rnd: int, arrays, setup: ServerSetup, plan: RunPlan, rejections: list, run_dir: Path):

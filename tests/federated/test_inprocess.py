@@ -316,12 +316,8 @@ def _split(ckpt: dict) -> tuple[list[dict], list[dict], list[tuple]]:
 @pytest.mark.parametrize("extra", [
     pytest.param(("federated.fault_clients=[1]", 'federated.fault_kind="raise"', "federated.fault_rounds=[2]"),
                  id="fedavg-client-crash"),
-    # SCAFFOLD's c_i+ (fedicd.strategies.scaffold_client.scaffold_client_control, train_mode=True) draws its
-    # dropout masks from the process-global torch RNG, unseeded: on Ray that state depends on which worker ran
-    # which client before, so two Ray runs need not agree either (round 1 matches, later rounds drift ~1e-3);
-    # with the eval-mode gradient the in-process run matched Ray exactly. Drop the mark once it is seeded.
-    pytest.param(('federated.strategy="scaffold"',), id="scaffold",
-                 marks=pytest.mark.xfail(reason="SCAFFOLD's control draws unseeded dropout on Ray", strict=False)),
+    # SCAFFOLD's c_i+ draws dropout masks, seeded by (seed, round, client) like local training's
+    pytest.param(('federated.strategy="scaffold"',), id="scaffold"),
     pytest.param(('secure_aggregation.method="secagg+"', "federated.fault_clients=[1]", 'federated.fault_kind="nan"',
                   "federated.fault_rounds=[2]"), id="secagg+"),
 ])
