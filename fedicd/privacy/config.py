@@ -38,13 +38,25 @@ class PrivacyConfig:
     """
 
     dp: str = "none"
+    """The DP mode: "none", "sample" (DP-SGD on every client: epsilon protects one note) or "client" (clipped
+    updates + server noise: epsilon protects one client's whole contribution)."""
     clip: float = 1.0
+    """Clipping norm C: of each per-sample gradient (sample) or of each client's model update (client)."""
     noise: float = 0.0
+    """Noise multiplier sigma (Gaussian noise sigma x C); give either this or target_epsilon."""
     target_epsilon: float = 0.0
+    """Calibrate sigma, before training, so the whole planned run spends this epsilon at delta; give either this or
+    noise."""
     delta: float = 0.0
+    """DP delta; 0 = 1e-5 (must be below 1/n for every client under sample-level DP)."""
     clipping: str = "fused"
+    """How per-sample gradient norms are computed under sample-level DP: "fused" (fedicd's exact one-pass norms),
+    "ghost" (Opacus ghost clipping) or "hooks" (Opacus per-sample gradients); all clip exactly."""
     client_side_clipping: bool = False
+    """Client-level DP: clip each update on the client instead of on the server."""
     secure_rng: bool = False
+    """Seed noise and Poisson sampling from the OS's secure randomness (Opacus secure_mode noise; not reproducible);
+    with it every round ever trained is accounted."""
 
     def __post_init__(self) -> None:
         if self.dp not in DP_MODES:

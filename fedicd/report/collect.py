@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +104,8 @@ def collect_runs(paths: Iterable[str | Path], *, progress: bool = True) -> list[
     from tqdm.auto import tqdm
 
     dirs = find_run_dirs(paths)
-    return [load_run(d) for d in tqdm(dirs, desc="reading runs", unit="run", disable=not progress or len(dirs) < 2)]
+    quiet = not progress or len(dirs) < 2 or not sys.stderr.isatty()
+    return [load_run(d) for d in tqdm(dirs, desc="reading runs", unit="run", disable=quiet)]
 
 
 # ------------------------------------------------------------------------------------------ archiving

@@ -41,18 +41,34 @@ SECURE_METHODS = ("none", "ckks", "secagg+")
 @dataclass(frozen=True)
 class SecureAggConfig:
     method: str = "none"
+    """How updates are hidden from the server: "none", "ckks" (homomorphic encryption) or "secagg+" (Flower's
+    SecAgg+ masking)."""
     # ckks
     key_dir: str = ""
+    """CKKS: the folder `fedicd keys` wrote (the server reads public.ctx only, clients secret.ctx)."""
     evaluator_key: str = ""
+    """CKKS: path of a secret context for a key-holding evaluator that scores the global model every round; empty =
+    no evaluator (the driver decrypts the final model after the run)."""
     clip_values: bool = False
+    """CKKS: clip (and count) a model value outside the keys' clip range instead of refusing that client's
+    update."""
     # secagg+: Flower's SecAggPlusWorkflow parameters (validated by fedicd.secure.secagg.SecAggPlusConfig)
     num_shares: int | float = 1.0
+    """SecAgg+: Shamir shares per client's secret, an int or a fraction of the sampled clients."""
     reconstruction_threshold: int | float = 0.5
+    """SecAgg+: shares needed to reconstruct a secret, an int or a fraction of the sampled clients (below
+    num_shares)."""
     max_weight: float = 0.0  # 0 = the largest client's example count (resolved when the run is staged)
+    """SecAgg+: largest client weight (example count) the quantised aggregate must hold; 0 = the largest client's
+    example count."""
     clipping_range: float = 8.0
+    """SecAgg+: model values are clipped to ±this before quantisation."""
     quantization_range: int = 2**22
+    """SecAgg+: quantisation levels of a clipped value."""
     modulus_range: int = 2**32
+    """SecAgg+: modulus of the masked integer arithmetic."""
     timeout_s: float = 600.0
+    """SecAgg+: seconds allowed per protocol stage."""
 
     def __post_init__(self) -> None:
         if self.method not in SECURE_METHODS:
