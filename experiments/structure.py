@@ -29,14 +29,14 @@ STAGES: list[tuple[int, str, tuple[str, ...]]] = [
                        "fedicd.losses", "fedicd.heads", "fedicd.scaling", "fedicd.provenance", "fedicd.plots",
                        "fedicd.train_config")),
     (1, "data", ("fedicd.data",)),
-    (2, "embedding", ("fedicd.embedding", "fedicd.embed")),
+    (2, "embedding", ("fedicd.embedding",)),
     (3, "partition", ("fedicd.partition",)),
     (4, "plan", ("fedicd.config", "fedicd.prepare", "fedicd.run_plan", "fedicd.partition_run")),
     (5, "training", ("fedicd.train", "fedicd.local_training", "fedicd.experiment", "fedicd.federated",
                      "fedicd.strategies")),
     (6, "defences", ("fedicd.privacy", "fedicd.secure")),
     (6, "attacks", ("attacks",)),
-    (7, "assembly", ("fedicd.runner", "fedicd.attack_runs", "fedicd.attack_reports", "fedicd.attack_sweep",
+    (7, "assembly", ("fedicd.runner", "fedicd.attack_runs",
                      "fedicd.report", "fedicd.evaluate", "fedicd.cli", "fedicd.__main__")),
 ]
 CONFIG_SUFFIX = ".config"  # a stage's own config section: configuration, importable from every stage

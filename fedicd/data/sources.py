@@ -77,7 +77,7 @@ def load_notes(cfg: "DataConfig", *, seed: int = 0) -> CodedNotes:
     """Load the notes ``cfg`` names (no label filtering or splitting yet).
 
     The paper's global frequency rule is applied later, in one place for every
-    source (:func:`fedicd.experiment.prepare_data`). Tabular sources get
+    source (:func:`fedicd.prepare.prepare_data`). Tabular sources get
     ``data.label_kind``; saved notes (``"notes"``) must hold labels of that
     kind. Synthetic notes carry their site as the attribute ``"site"``.
     """

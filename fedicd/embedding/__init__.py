@@ -1,6 +1,6 @@
 """Frozen-encoder embedding step: notes in, float32 vectors out.
 
-``fedicd.embed`` re-exports the public names; the modules are
+The public names are listed in ``__all__``; the modules are
 
 - ``config``: :class:`EmbedConfig` and :class:`EmbeddingResult`;
 - ``models``: find a model on disk, fingerprint it, and know its language;

@@ -114,7 +114,7 @@ class Encoder:
         chunks:
             Strings, or token-id lists without special tokens, each at most
             ``window`` tokens long; longer ones raise ``ShapeError`` (use
-            :func:`fedicd.embed.embed_texts` to split long texts).
+            :func:`fedicd.embedding.embed_texts` to split long texts).
         progress:
             Show a tqdm bar over chunks.
         on_batch:

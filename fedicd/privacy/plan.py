@@ -59,10 +59,9 @@ def plan_privacy(privacy: PrivacyConfig, fed: FedConfig, train: TrainConfig, cli
             "secure_rng": p.secure_rng}
     if p.dp == "sample":
         from fedicd.privacy.dp_local import client_plan
+        from fedicd.strategies.config import check_compatible
 
-        if fed.strategy == "scaffold":
-            raise ValueError("SCAFFOLD cannot run under sample-level DP (its control variates are non-private "
-                             "full-batch gradients); use fedavg or fedprox")
+        check_compatible(fed.strategy, dp="sample")  # the strategy's spec says whether it can
         train, notices = dp_compatible_train(train, input_dim, n_labels)
         plans = [client_plan(p, n, train.batch_size, fed.rounds, fed.local_epochs).to_dict() for n in client_sizes]
         return train, PrivacyPlan.from_dict({**base, "accountant": "opacus RDP (per client, sample-level)",

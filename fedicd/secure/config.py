@@ -30,12 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedicd.errors import ConfigError
+from fedicd.strategies.config import SECURE_METHODS as _HIDING_METHODS
 
 __all__ = ["SecureAggConfig", "SECURE_METHODS", "check_secure_compatible",
            "check_secure_staging"]
 
-SECURE_METHODS = ("none", "ckks", "secagg+")
-# which strategies run under which method is each strategy's spec (fedicd.strategies.secure_strategies)
+SECURE_METHODS = ("none", *_HIDING_METHODS)
+# the methods, and which strategies run under each, are the strategy registry's (fedicd.strategies.config)
 
 
 @dataclass(frozen=True)

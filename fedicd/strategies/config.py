@@ -19,7 +19,7 @@ there) and, if it needs one, a check in ``spec.checks``.
 
 Callers ask the registry instead of keeping their own tables:
 :func:`check_compatible` (secure aggregation, DP), :func:`secure_strategies`,
-:func:`client_dp_strategies`, :func:`strategy_args` (what ``run_meta.json`` records
+:func:`client_dp_strategies`, :func:`strategy_args` (what ``run_plan.json`` records
 and :func:`fedicd.strategies.build_strategy` receives).
 """
 
