@@ -191,7 +191,9 @@ def _save_report(out: Path, report, kind: str, strength) -> None:
 
 
 def _write_rows(out: Path, attack: str, rows: list[dict], *, complete: bool) -> None:
-    doc = {"attack": attack, "complete": complete, "rows": rows}
+    from fedicd.provenance import provenance
+
+    doc = {"attack": attack, "complete": complete, "rows": rows, "provenance": provenance()}
     (out / "leakage_utility.json").write_text(json.dumps(doc, indent=2))
 
 

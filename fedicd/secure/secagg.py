@@ -176,7 +176,8 @@ def _report(server_round: int, trace: dict, strategy: KeepAggregate, nodes: list
             weight_key: str, metered: MeteredGrid) -> dict:
     """The round's report (see :func:`secagg_train_round`), without ``seconds``."""
     shares, threshold = resolved
-    results = strategy.results or []
+    # in client order: the weighted metric means are float sums, and replies arrive in any order
+    results = sorted(strategy.results or [], key=lambda pr: int(pr[1].metrics.get("partition-id", -1)))
     weights = [float(r.num_examples) for _, r in results]
     halted = trace["halted_stage"] or (None if strategy.results is not None else "unmask")
     sampled = trace["sampled"] or nodes

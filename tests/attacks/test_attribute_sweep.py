@@ -61,6 +61,7 @@ def test_site_of_a_tabular_corpus_with_13_small_sites(tmp_path, embed_calls, cap
     assert {"site_classes_unseen_by_attacker", "site_victims_in_unseen_classes"} <= set(s)
     doc = json.loads((out / "leakage_utility.json").read_text())
     assert doc["complete"] is True and len(doc["rows"]) == 2
+    assert {"versions", "git", "argv"} <= set(doc["provenance"]) and "torch" in doc["provenance"]["versions"]
 
 
 def test_a_binary_column_with_empty_values_counts_them(tmp_path, embed_calls):
