@@ -192,14 +192,16 @@ def _stderr_of_this_process(path):
 def all_rejected(tmp_path_factory, fed_cache):
     """Every client sends NaN every round: the validator refuses all updates; the model never moves.
 
-    Returns the run folder, the error and what the run printed on stderr (a quiet run: no ``-v``)."""
+    Returns the run folder, the error and what the run printed on stderr (a quiet run: no ``-v``). On Ray:
+    what Ray and Flower print must stay in framework.log."""
     out = tmp_path_factory.mktemp("all_rejected")
     with _stderr_of_this_process(out.parent / "all_rejected.stderr"), pytest.raises(RunFailedError) as info:
         run_federated(tiny_config(fed_cache, "federated.rounds=2", "federated.fault_clients=[0, 1, 2]",
-                                  'federated.fault_kind="nan"'), out)
+                                  'federated.fault_kind="nan"', 'federated.engine="ray"'), out)
     return out, info.value, (out.parent / "all_rejected.stderr").read_text()
 
 
+@pytest.mark.ray
 def test_a_run_whose_updates_were_all_rejected_fails_after_writing_its_results(all_rejected):
     out, error, _ = all_rejected
     assert str(error).startswith("the federated run failed: no round of 2 updated the global model and 6 of 6 "
@@ -214,6 +216,7 @@ def test_a_run_whose_updates_were_all_rejected_fails_after_writing_its_results(a
     assert [(r["client_failures"], r["updates_rejected"], r["updated"]) for r in rows] == [("3", "3", "False")] * 2
 
 
+@pytest.mark.ray
 def test_quiet_run_prints_a_round_counter_and_keeps_framework_logs_in_a_file(all_rejected):
     out, _, err = all_rejected
     log_text = (out / "framework.log").read_text()
