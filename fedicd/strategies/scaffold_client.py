@@ -115,12 +115,3 @@ def control_from_arrayrecord(record: ArrayRecord, model: torch.nn.Module) -> dic
         else:
             control[name] = torch.zeros_like(p)
     return control
-
-
-def _lookup(control: dict[str, torch.Tensor], label: str, name: str, p: torch.Tensor) -> torch.Tensor:
-    if name not in control:
-        raise ShapeError(f"{label} has no entry for trainable parameter {name!r}")
-    value = control[name]
-    if tuple(value.shape) != tuple(p.shape):
-        raise ShapeError(f"{label}[{name!r}] has shape {tuple(value.shape)}, expected {tuple(p.shape)}")
-    return value.to(device=p.device, dtype=p.dtype)
