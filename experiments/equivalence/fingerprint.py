@@ -105,13 +105,13 @@ VOLATILE_COLUMNS: dict[str, frozenset[str]] = {"ckks": frozenset({"bytes_receive
 # run -> why it is not reproducible at the baseline: its differences are printed but do not fail --compare
 NONDETERMINISTIC: dict[str, str] = {
     "scaffold": "two baseline runs differ (global model max abs diff 3.4e-3 after 5 rounds, val micro-precision "
-                "1.2e-2); cause not found in the harness's time (the server control sum is float64; plain FedAvg "
-                "is bit-exact), so the harness cannot seed it away: fix or explain in the library first",
+                "1.2e-2): the baseline's control variate drew dropout from the worker's unseeded global RNG; "
+                "fedicd now seeds it by (seed, round, client), so two fingerprints of the current code agree "
+                "exactly, but not with the baseline",
 }
-# history column -> relative tolerance (|a-b| <= tol * max(1, |a|, |b|)). The clients' evaluation metrics
-# are Flower's weighted means over the evaluate replies *in arrival order* (Ray actors finish in any
-# order), so the same three numbers are summed in a different order: differences of ~3e-17 at the
-# baseline itself. Everything else, the global model included, is compared exactly.
+# history column -> relative tolerance (|a-b| <= tol * max(1, |a|, |b|)). At the baseline the clients'
+# evaluation metrics were Flower's weighted means over the evaluate replies *in arrival order* (Ray actors
+# finish in any order): differences of ~3e-17 at the baseline itself (fedicd now sorts the replies). Everything else, the global model included, is compared exactly.
 COLUMN_TOLERANCES: dict[str, float] = {"client_eval_loss": 1e-12, "client_macro_f1": 1e-12,
                                        "client_micro_f1": 1e-12}
 # a loaded machine: Ray's head node may not come up within its fixed 30 s; such runs are retried
