@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fedicd.config import ExperimentConfig, config_to_dict
@@ -34,16 +32,6 @@ log = logging.getLogger(__name__)
 def save_model(model: torch.nn.Module, cfg: ExperimentConfig, input_dim: int, n_labels: int, path: Path) -> None:
     torch.save({"state_dict": model.state_dict(), "train_config": config_to_dict(cfg)["train"],
                 "input_dim": input_dim, "n_labels": n_labels}, path)
-
-
-def _versions() -> dict[str, str]:
-    import sklearn
-    import transformers
-
-    from fedicd import __version__
-
-    return {"fedicd": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "scikit-learn": sklearn.__version__, "numpy": np.__version__}
 
 
 def _refuse_partition_keys(cfg: ExperimentConfig) -> None:
@@ -79,7 +67,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path) -> dict:
                "load_summary": data.notes.summary.to_dict(),
                "seconds": {"data": t1 - t0, "embed": t2 - t1, "train": trained.seconds,
                            "total": time.perf_counter() - t0},
-               "config": config_to_dict(cfg), "versions": _versions(), "provenance": provenance()}
+               "config": config_to_dict(cfg), "provenance": provenance()}
     save_model(trained.model, cfg, feats["train"].shape[1], len(data.binarizer.classes_), out / "model.pt")
     save_scaler(scaler, out / "scaler.npz")
     save_binarizer(data.binarizer, out / "labels.json")

@@ -9,7 +9,6 @@ import math
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -20,16 +19,7 @@ from fedicd.privacy.dp_local import dp_local_train
 from fedicd.privacy.dp_sgd import DPStepper
 from fedicd.train import TrainConfig, train_central
 
-
-class Rows:
-    def __init__(self, x, y):
-        self.x_train, self.y_train, self.x_val, self.y_val = x, y, x[:0], y[:0]
-
-
-def _rows(n=90, d=12, c=5, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    return x, (x @ rng.normal(size=(d, c)) > 1.0).astype(np.float32)
+from tests.training_rows import Rows, seeded_rows
 
 
 def _batches(n, batch_size, gen):
@@ -46,7 +36,7 @@ def _equal(a, b):
 
 
 def test_train_central_equals_a_plain_adamw_cosine_loop():
-    x, y = _rows(n=81)
+    x, y = seeded_rows(n=81)
     cfg = TrainConfig(head="deep_mlp", epochs=3, batch_size=16, seed=4)
     got = train_central(x, y, cfg).model.state_dict()
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
@@ -100,7 +90,7 @@ def _reference_local(model, x, y, cfg, local, c=None, c_i=None):
 
 @pytest.mark.parametrize("kind", ["adamw", "sgd", "fedprox", "scaffold"])
 def test_local_train_equals_a_written_out_client_round(kind):
-    x, y = _rows()
+    x, y = seeded_rows()
     cfg = TrainConfig(head="mlp", batch_size=16, seed=0)
     extra = {"sgd": dict(optimizer="sgd", lr=0.2), "fedprox": dict(proximal_mu=0.7)}.get(kind, {})
     local = LocalTrainConfig(server_round=2, total_rounds=3, local_epochs=2, partition_id=1, seed=3, **extra)
@@ -120,7 +110,7 @@ def test_local_train_equals_a_written_out_client_round(kind):
 
 @pytest.mark.parametrize("clipping", ["fused", "hooks"])
 def test_dp_local_train_equals_dp_steps_on_written_out_poisson_batches(clipping):
-    x, y = _rows(n=70)
+    x, y = seeded_rows(n=70)
     cfg = TrainConfig(head="deep_mlp", norm="group", hidden=(16,), batch_size=16, seed=0)
     plan = plan_dp(n=70, batch_size=16, rounds=2, local_epochs=2, noise=0.8, target_epsilon=0.0, delta=1e-5)
     privacy = PrivacyConfig(dp="sample", noise=0.8, clip=0.5, clipping=clipping)

@@ -1,7 +1,6 @@
 """Behaviour that must hold across training modes: FedAvg with one client is central training; DP-SGD
 without noise is clipped SGD."""
 
-import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
@@ -14,16 +13,7 @@ from fedicd.privacy.config import PrivacyConfig
 from fedicd.privacy.dp_local import dp_local_train
 from fedicd.train import TrainConfig, train_central, train_epoch
 
-
-class Rows:
-    def __init__(self, x, y):
-        self.x_train, self.y_train, self.x_val, self.y_val = x, y, x[:0], y[:0]
-
-
-def _rows(n=90, d=12, c=5, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    return x, (x @ rng.normal(size=(d, c)) > 1.0).astype(np.float32)
+from tests.training_rows import Rows, seeded_rows
 
 
 def _fedavg_one_client(global_model, cfg, local, x, y):
@@ -47,7 +37,7 @@ def test_fedavg_one_client_one_sgd_epoch_equals_one_central_sgd_epoch():
     order, so the central epoch below uses the same two seeds; with 1 round of 1 epoch the cosine rate is the
     peak rate exactly (0.5·lr·(1 + cos 0)); weight decay 0 in both. Flower's FedAvg weights the single reply by
     n / n = 1.0, and x · 1.0 is exact, so the aggregate is the client's model bit for bit."""
-    x, y = _rows()
+    x, y = seeded_rows()
     cfg = TrainConfig(head="mlp", batch_size=16, weight_decay=0.0, seed=0)  # dropout 0.1: its draws line up too
     local = LocalTrainConfig(server_round=1, total_rounds=1, local_epochs=1, partition_id=0, seed=0,
                              optimizer="sgd", lr=0.5)
@@ -70,7 +60,7 @@ def test_fedavg_one_client_one_adamw_round_equals_train_central_for_one_epoch():
     """Exact equality with :func:`train_central` itself: experiment seed 0, round 1, client 0 give the round
     seed 1009, so the central run uses seed 1009 (initialisation) and 1010 (batch order); dropout 0 because
     central training draws its dropout after the initialisation, the client from a fresh seed."""
-    x, y = _rows()
+    x, y = seeded_rows()
     cfg = TrainConfig(head="mlp", dropout=0.0, epochs=1, batch_size=16, seed=1009)
     local = LocalTrainConfig(server_round=1, total_rounds=1, local_epochs=1, partition_id=0, seed=0)
     assert round_seed(local) == cfg.resolved_seed and round_lr(cfg.lr, 0, 1) == cfg.lr
@@ -105,7 +95,7 @@ def _clipped_sgd_reference(model, x, y, batches, *, clip, lr_per_epoch, expected
 def test_dp_sgd_without_noise_is_clipped_sgd_on_the_same_poisson_batches(clipping):
     """σ = 0 (the plan's noise multiplier; the PrivacyConfig's σ is not read by the step). Not bit-exact: the
     clipped sum is formed in another order than the reference's loop, so float32 tolerances."""
-    x, y = _rows(n=60)
+    x, y = seeded_rows(n=60)
     cfg = TrainConfig(head="deep_mlp", norm="layer", hidden=(16,), dropout=0.0, batch_size=12, weight_decay=0.0)
     plan = DPPlan(n=60, sample_rate=0.2, steps_per_epoch=5, total_steps=10, noise_multiplier=0.0, delta=1e-5,
                   target_epsilon=0.0)

@@ -174,7 +174,7 @@ def _provenance(runs: Sequence[Run]) -> list[str]:
     rows = []
     for r in runs:
         prov = r.results.get("provenance") or {}
-        versions = prov.get("versions") or r.results.get("versions") or {}
+        versions = prov.get("versions") or r.results.get("versions") or {}  # older central runs: top-level "versions"
         if not prov and not versions:
             continue  # written before provenance was recorded (or by a command that records none)
         git = prov.get("git") or {}

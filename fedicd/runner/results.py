@@ -15,6 +15,7 @@ from fedicd.federated.model import load_global_model
 from fedicd.federated.outcome import run_outcome
 from fedicd.federated.staged import load_server_data
 from fedicd.metrics import choose_threshold, compute_metrics, top_k_labels
+from fedicd.provenance import provenance
 from fedicd.privacy.defences import privacy_results
 from fedicd.run_plan import RunPlan
 from fedicd.secure.round_defences import driver_key, round_aggregator, secure_results
@@ -43,14 +44,6 @@ def _final_metrics(plan: RunPlan, out: Path, arrays) -> dict:
             for p in ("val", "test")}
 
 
-def _provenance() -> dict | None:
-    try:
-        from fedicd.provenance import provenance
-    except ImportError:
-        return None
-    return provenance()
-
-
 def finalize(name: str, out: Path, plan: RunPlan, ckpt: dict, seconds: float) -> dict:
     """Write ``results.json``, ``history.csv`` and ``learning_curves.png``; returns the results."""
     from fedicd.plots import plot_learning_curves
@@ -64,7 +57,7 @@ def finalize(name: str, out: Path, plan: RunPlan, ckpt: dict, seconds: float) ->
                "load_summary": plan.load_summary, "partition": plan.partition,
                "seconds": {"simulation": seconds, "rounds": sum(r["seconds"] for r in history)},
                "privacy": privacy_results(plan.privacy, history, out), "secure_aggregation": secure_results(plan.secure),
-               "config": plan.config, "provenance": _provenance()}
+               "config": plan.config, "provenance": provenance()}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     write_history(out, history)
     plot_learning_curves(history, out / "learning_curves.png", title=name)
