@@ -31,6 +31,19 @@ THREAT_MODELS = {
     "attribute_inference": "Holds victims' embeddings and a few public notes labelled with a sensitive attribute "
                            "(e.g. a mental-health or HIV code, pregnancy, sex words, site); wants that attribute "
                            "for each victim.",
+    "update_inversion": "A curious (passive) or malicious (trap-weights) federated server: holds the global weights "
+                        "it sent, the weights a client returned (or, under secure aggregation, only the sum over "
+                        "the round's clients), the head's architecture, fedicd's shared StandardScaler statistics "
+                        "(or its own estimate from public notes), the public encoder and public auxiliary notes; "
+                        "wants the client's input embeddings, then their words, names and diagnoses.",
+    "membership_inference": "Holds a trained head's weights (the final global model, or one client's returned "
+                            "weights), the training recipe, and a population of labelled note embeddings drawn "
+                            "from the same distribution; trains reference heads and wants to tell, for each "
+                            "target note, whether it was in the training data.",
+    "dp_audit": "An auditor who inserts m canaries, each included with probability 1/2, into one DP training run "
+                "and observes the final model (black-box) or every update the server receives (white-box); "
+                "guesses which canaries were included and turns the number of correct guesses into an empirical "
+                "lower bound on epsilon at 95 % confidence (Steinke, Nasr & Jagielski 2023).",
 }
 
 
