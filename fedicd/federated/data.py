@@ -6,8 +6,9 @@ partition of the training notes, with ``partition.min_per_client`` /
 partition``) → the validation notes each client evaluates on
 (``partition.client_validation``, :mod:`fedicd.partition.validation`) →
 embeddings (cached) → scaler fitted on the training notes. It writes
-``data/features.npz``, ``partition.json``, ``partition_val.json`` and
-``labels.json`` (the label space) under the run directory. Clients read only their rows
+``data/features.npz``, ``partition.json``, ``partition_val.json``,
+``scaler.npz`` (the shared scaler's statistics) and ``labels.json`` (the label space)
+under the run directory. Clients read only their rows
 (:func:`load_client_data`); no data travels in messages.
 
 Privacy
@@ -28,6 +29,7 @@ import numpy as np
 from fedicd.config import ExperimentConfig
 from fedicd.data.labels import save_binarizer
 from fedicd.errors import ConfigError
+from fedicd.scaling import save_scaler
 from fedicd.prepare import PreparedData, embed_parts, prepare_data
 from fedicd.partition import Partition, partition_stats, write_manifest
 from fedicd.partition.rules import check_client_counts
@@ -92,13 +94,14 @@ def stage_data(cfg: ExperimentConfig, run_dir: str | Path) -> StagedInfo:
     plan = plan_partition(cfg, prepare_data(cfg), strict=True)
     data, partition = plan.data, plan.partition
     val_part, val_info = _val_partition(cfg, data, partition)
-    feats, embed_info, _ = embed_parts(data, cfg)
+    feats, embed_info, scaler = embed_parts(data, cfg)
     train = data.parts["train"]
     partition_info = {"feasibility": plan.feasibility.summary, "client_validation": val_info}
     stage_arrays(run_dir, feats, data.labels, val_partition=val_part, partition=partition,
                  note_ids=[data.notes.ids[i] for i in train], stats=partition_stats(plan.labels, partition).to_dict(),
                  extra={"feasibility": plan.feasibility.report, "client_validation": val_info})
     save_binarizer(data.binarizer, Path(run_dir) / "labels.json")
+    save_scaler(scaler, Path(run_dir) / "scaler.npz")  # the server's copy of the shared statistics
     return StagedInfo(n_clients=partition.n_clients, input_dim=feats["train"].shape[1],
                       n_labels=data.labels["train"].shape[1], data=data, embed_info=embed_info, partition=partition,
                       partition_info=partition_info)
