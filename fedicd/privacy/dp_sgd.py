@@ -105,13 +105,17 @@ class DPStepper:
 
     ``history`` is the client's accountant history so far (persisted across
     rounds by the caller); :attr:`history` holds it after the steps taken here.
-    ``clipping`` is ``"fused"``, ``"ghost"`` or ``"hooks"``.
+    ``clipping`` is ``"fused"``, ``"ghost"`` or ``"hooks"``. ``canary_gradients`` (auditing only,
+    :mod:`fedicd.privacy.canaries`) returns, each step, ``{parameter name: tensor}`` added to the clipped
+    per-sample sum before the noise (or None: nothing this step); None (the default) changes nothing.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss: HybridLoss, plan: DPPlan, *,
                  clip: float, clipping: str = "fused", history: list | None = None,
-                 noise_generator: torch.Generator | None = None, secure_rng: bool = False):
+                 noise_generator: torch.Generator | None = None, secure_rng: bool = False,
+                 canary_gradients: Callable[[], dict[str, torch.Tensor] | None] | None = None):
         self.model, self.plan, self.clip, self.clipping = model, plan, float(clip), clipping
+        self.canary_gradients = canary_gradients
         self.accountant = RDPAccountant()
         self.accountant.history = [tuple(h) for h in (history or [])]
         kwargs = {"noise_multiplier": plan.noise_multiplier, "max_grad_norm": self.clip,
@@ -165,12 +169,26 @@ class DPStepper:
             per_sample = self._per_sample(self._gsm(x), y)
             per_sample.mean().backward()
             loss = self._record(per_sample, None)
+        if self.canary_gradients is not None:
+            self._add_canaries(self.canary_gradients())
         if self.optimizer.pre_step():
             if before_update is not None:
                 before_update()
             self.optimizer.original_optimizer.step()
         self.stats.steps += 1
         return loss
+
+    def _add_canaries(self, extra: dict[str, torch.Tensor] | None) -> None:
+        """Add auditing canaries' (already clipped) gradients to the clipped sum, before Opacus' noise."""
+        if not extra:
+            return
+        params = dict(self.model.named_parameters())
+        for name, g in extra.items():
+            p = params[name]
+            if self.clipping == "hooks":  # DPOptimizer.clip_and_accumulate adds the clipped sum to summed_grad
+                p.summed_grad = g.detach().clone().to(p) if p.summed_grad is None else p.summed_grad + g.to(p)
+            else:  # fused / ghost: p.grad is the clipped sum until DPOptimizerFastGradientClipping.pre_step
+                p.grad.add_(g.to(p))
 
     def _empty_gradients(self) -> None:
         """Zero gradients for an empty Poisson batch: the step is noise only."""
