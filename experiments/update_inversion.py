@@ -5,7 +5,9 @@ fedicd's own local training from the final global model of a finished
 synthetic federated run; the committed table used the 600-note, 5-client run
 that ``docs/update-inversion.md`` gives the command for. Recovered vectors go to the bag-of-words inverter, trained once on
 the adversary's public stand-in (notes of other patients: the other clients'
-rows, validation and test). Writes ``update_inversion.json`` and
+rows, validation and test). Two reference rows frame the chained metrics: the ceiling (the inverters on
+client 0's true embeddings) and the baseline (on the mean public embedding, which carries no information).
+Under SecAgg+ / CKKS only client 0's samples are scored. Writes ``update_inversion.json`` and
 ``update_inversion.md`` to ``--out``.
 
     python experiments/update_inversion.py --run RUN_DIR --out experiments/results/update_inversion [--quick]
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from attacks.scoring import identifier_recovery, set_prf, summarize, words
     from attacks.update_inversion import score_views
     from fedicd.attack_runs.federation import load_federation_run
-    from fedicd.attack_runs.update_inversion import RoundSetting, build_chain, observe_round, run_material
+    from fedicd.attack_runs.update_inversion import RoundSetting, build_chain, observe_round, run_material, sample_dp
 
     run = load_federation_run(args.run)
     material = run_material(run, 0)
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loaded run, trained the word inverter on {len(chain['aux_texts'])} notes: {time.time() - t0:.0f} s",
           file=sys.stderr)
 
-    results = [ceiling_row(chain, run, texts[0], ids[0], set_prf, words, identifier_recovery, summarize, args)]
+    results = [ceiling_row(chain, run, texts[0], ids[0], set_prf, words, identifier_recovery, summarize, args),
+               baseline_row(chain, texts[0], ids[0], set_prf, words, identifier_recovery, summarize, args)]
     for label, fields in grid(args):
         s = RoundSetting(seed=args.seed, dp_rounds=run.plan.federated.rounds, **fields)
         clients = all_clients if s.defence in ("secagg_plus", "ckks") else all_clients[:1]
@@ -91,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         per = score_views(views, texts=texts, identifiers=ids, chain=chain)
         results.append({"row": label, "setting": dataclasses.asdict(s), "updates": len(views),
                         "metrics": summarize(per, seed=args.seed)})
+        if s.defence == "dp_sample":  # the plan sample_dp calibrated for client 0 (sigma, q, steps)
+            results[-1]["dp_plan"] = sample_dp(s, len(all_clients[0][0]))[1].to_dict()
         print(f"{label}: {results[-1]['metrics']['recovered']['value']:.3f} ({time.time() - t0:.0f} s)",
               file=sys.stderr)
     est = RoundSetting(seed=args.seed, batch_size=8, lr=args.sgd_lr)
@@ -113,6 +118,18 @@ def ceiling_row(chain, run, texts, ids, set_prf, words, identifier_recovery, sum
             "metrics": summarize(per, seed=args.seed)}
 
 
+def baseline_row(chain, texts, ids, set_prf, words, identifier_recovery, summarize, args) -> dict:
+    """The chain on a vector that carries nothing about the client: the mean public embedding, for every sample.
+
+    What the word inverter and the name guesser output from no information at all; the chained rows are read
+    against it (the recovery metrics do not apply)."""
+    raw = chain["aux_raw"].mean(axis=0, keepdims=True)
+    guess = chain["inverter"].predict(raw)[0] | chain["names"](raw)[0]
+    per = {"word_f1": [set_prf(guess, words(t))[2] for t in texts], **identifier_recovery([guess] * len(texts), ids)}
+    return {"row": "baseline: mean public embedding (no information)", "setting": {}, "updates": 0,
+            "metrics": summarize(per, seed=args.seed)}
+
+
 def write(args, run, results: list[dict], seconds: float) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -124,11 +141,16 @@ def write(args, run, results: list[dict], seconds: float) -> None:
     lines = [head]
     for r in results:
         m = r["metrics"]
-        n = m["cosine"]["n"]
+        n = next(iter(m.values()))["n"]
         names = [f"{round(m[k]['value'] * n)}/{n}" if k in m else "-"
                  for k in ("full_name_recovered", "last_name_recovered")]
-        lines.append(f"| {r['row']} | {r['updates']} | {n} | {cell(m['cosine'])} | {cell(m['recovered'])} | "
-                     f"{cell(m['word_f1']) if 'word_f1' in m else '-'} | {names[0]} | {names[1]} |")
+        cells = [cell(m[k]) if k in m else "-" for k in ("cosine", "recovered", "word_f1")]
+        lines.append(f"| {r['row']} | {r['updates']} | {n} | {' | '.join(cells)} | {names[0]} | {names[1]} |")
+    sigmas = {r["row"]: r["dp_plan"] for r in results if "dp_plan" in r}
+    if sigmas:
+        lines.append("")
+        lines += [f"{row}: sigma = {p['noise_multiplier']:.3f}, q = {p['sample_rate']:.4f}, {p['total_steps']} steps, "
+                  f"delta = {p['delta']:g}" for row, p in sigmas.items()]
     (out / "update_inversion.md").write_text("\n".join(lines) + f"\n\n{seconds:.0f} s; `{' '.join(sys.argv)}`\n")
     print("\n".join(lines))
 

@@ -207,8 +207,10 @@ def observe_round(state: dict[str, np.ndarray], clients: list[tuple[np.ndarray, 
     """The server's views of the round(s) ``setting`` describes, each with the truth: the clean scaled rows trained
     on and their (client, row) indices.
 
-    ``clients``: the attacked client's rows (one entry), or every client of the round under ``secagg_plus`` /
-    ``ckks``. ``step`` attacks several one-batch updates (covering up to ``max_rows`` rows), ``epoch`` one update.
+    ``clients``: the attacked client's rows first, then (under ``secagg_plus`` / ``ckks``) the round's other clients,
+    whose rows enter the aggregate but not the truth: only ``clients[0]`` is scored (the adversary's public stand-in
+    may hold the other clients' notes). ``step`` attacks several one-batch updates (covering up to ``max_rows``
+    rows), ``epoch`` one update.
     ``dp`` (a run's own DP-SGD config and plan) makes every client train under DP-SGD whatever the defence
     (a run may combine sample-level DP with secure aggregation); else ``dp_sample`` calibrates with :func:`sample_dp`.
     """
@@ -228,8 +230,8 @@ def observe_round(state: dict[str, np.ndarray], clients: list[tuple[np.ndarray, 
             cdp = dp or (sample_dp(setting, len(clients[c][0])) if setting.defence == "dp_sample" else None)
             returned.append(_one_client(sent, x, y, train_cfg, setting, scaler, seed=setting.seed + 1000 * b + c,
                                         dp=cdp))
-            truth.append(x)
-            rows += [(c, int(i)) for i in s[b]]
+            if c == 0:
+                truth, rows = [x], [(0, int(i)) for i in s[b]]
             sizes.append(len(clients[c][0]))
         views.append((_view(sent, returned, sizes, train_cfg, setting, scaler, secagg), np.concatenate(truth), rows))
     return views
@@ -272,12 +274,12 @@ def battery_update_inversion(run, *, seed: int = 0, quick: bool = False, **optio
         raise ConfigError(f"update inversion reads the head's first linear layer net.0; head {run.plan.train.head!r} "
                           f"has {sorted(run.final_state)[:6]}")
     setting, dp, observed = _battery_setting(run, pid, seed)
-    clients = [run.client_rows(c) for c in range(len(run.clients))] if observed != "single client update" \
-        else [run.client_rows(pid)]
+    order = [pid] + ([c for c in range(len(run.clients)) if c != pid] if observed != "single client update" else [])
+    clients = [run.client_rows(c) for c in order]  # the attacked client first: observe_round scores it alone
     material = run_material(run, pid) if options.get("chain", True) else None
     chain = None if material is None else build_chain(material, quick=quick, seed=seed)
-    texts = None if material is None else _per_client(material, "train_texts", run, pid, observed)
-    ids = None if material is None else _per_client(material, "identifiers", run, pid, observed)
+    texts = None if material is None else _per_client(material, "train_texts", run, [pid])
+    ids = None if material is None else _per_client(material, "identifiers", run, [pid])
     reports = []
     for mode in ("step",) if quick else ("step", "epoch"):
         for trap in (False, True):
@@ -340,12 +342,11 @@ def run_material(run, pid: int) -> dict:
             "aux_names": aux_names}
 
 
-def _per_client(material: dict, key: str, run, pid: int, observed: str) -> list[list] | None:
-    """``material[key]`` (one entry per training row) split by the observed clients' rows."""
+def _per_client(material: dict, key: str, run, order: list[int]) -> list[list] | None:
+    """``material[key]`` (one entry per training row) split by the rows of the clients in ``order``."""
     if material[key] is None:
         return None
-    idx = range(len(run.clients)) if observed != "single client update" else [pid]
-    return [[material[key][i] for i in run.clients[c]] for c in idx]
+    return [[material[key][i] for i in run.clients[c]] for c in order]
 
 
 def build_chain(material: dict, *, quick: bool = False, seed: int = 0, bow=None) -> dict:
@@ -370,6 +371,7 @@ def _report(per: dict, s: RoundSetting, observed: str, scaler_mode: str, run, ch
                 "mode": "one local step" if s.mode == "step" else "one local epoch", "optimizer": s.optimizer,
                 "lr": s.lr, "batch_size": s.batch_size, "defence": s.defence, "dp": run.dp,
                 "secure": run.plan.secure.method, "scaler": scaler_mode, "model": "final global model",
+                "head": run.plan.train.head, "norm": run.plan.train.norm or "head default", "scored": "attacked client",
                 "recipe": "public (optimizer, lr, weight decay)", "chained": chain is not None,
                 "aux_texts": 0 if chain is None else len(chain["aux_texts"])}
     if run.plan.privacy.client_level and not run.plan.privacy.client_side_clipping:
