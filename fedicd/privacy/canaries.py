@@ -29,7 +29,16 @@ import torch
 from flwr.supercore.differential_privacy import compute_clip_model_update, compute_stdv
 from torch import nn
 
-__all__ = ["GradientCanaries", "NoisedStepRecorder", "client_dp_release"]
+__all__ = ["GradientCanaries", "NoisedStepRecorder", "client_dp_release", "canary_stream_seed"]
+
+_CANARY_STREAM = int.from_bytes(b"canary-sampling"[:8], "little")
+
+
+def canary_stream_seed(seed: int) -> int:
+    """A 63-bit seed for the canaries' sampling generator, from its own ``SeedSequence`` stream (never equal to
+    the small seeds fedicd derives for data sampling, noise or dropout)."""
+    state = np.random.SeedSequence([int(seed), _CANARY_STREAM]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
 
 
 def _check_directions(numel: int, coords: np.ndarray, signs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,7 +70,10 @@ class GradientCanaries:
     sample_rate : float
         q: the plan's Poisson rate.
     seed : int
-        Seeds the canaries' own Poisson sampling.
+        Seeds the canaries' own Poisson sampling, through its own stream
+        (``SeedSequence([seed, "canary-sampling"])``): a plain ``manual_seed(seed)`` could coincide with the
+        seed of the data sampler or of dropout (small integers derived from the run's seed) and correlate the
+        canaries' batches with the real rows' batches, which the Poisson-sampling analysis assumes independent.
     """
 
     def __init__(self, model: nn.Module, param_name: str, coords: np.ndarray, signs: np.ndarray,
@@ -78,7 +90,7 @@ class GradientCanaries:
             raise ValueError(f"need clip > 0 and sample_rate in (0, 1], got clip={clip}, sample_rate={sample_rate}")
         self.included = torch.as_tensor(inc)
         self.clip, self.sample_rate = float(clip), float(sample_rate)
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.generator = torch.Generator().manual_seed(canary_stream_seed(seed))
         self.draws = torch.zeros(len(self.coords), dtype=torch.long)  # how often each canary was in a batch
 
     def __call__(self) -> dict[str, torch.Tensor] | None:

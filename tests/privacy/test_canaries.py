@@ -14,7 +14,7 @@ from attacks.audit import CanaryCountError
 from fedicd.attack_runs.audit import (CanaryPartitionError, NoDPError, audit_sample_black_box,
                                       audit_sample_white_box, battery_audit)
 from fedicd.privacy.accounting import epsilon_of, plan_dp
-from fedicd.privacy.canaries import GradientCanaries, NoisedStepRecorder, client_dp_release
+from fedicd.privacy.canaries import GradientCanaries, NoisedStepRecorder, canary_stream_seed, client_dp_release
 from fedicd.privacy.dp_sgd import DPStepper
 from fedicd.run_plan import DPPlan
 from fedicd.train_config import TrainConfig
@@ -42,16 +42,21 @@ def _noised_grads(clipping, canaries, noise=0.0):
     return seen, {k: p.detach().clone() for k, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("clipping", ["fused", "ghost", "hooks"])
-def test_canary_gradients_join_the_clipped_sum_before_noise(clipping):
+@pytest.mark.parametrize("clipping, noise", [("fused", 0.0), ("ghost", 0.0), ("hooks", 0.0), ("fused", 1.3),
+                                             ("hooks", 1.3)])
+def test_canary_gradients_join_the_clipped_sum_before_noise(clipping, noise):
     extra = torch.zeros(8, 6)
     extra[2, 3], extra[5, 0] = 0.5, -0.5
-    plain, _ = _noised_grads(clipping, None)
-    with_canary, _ = _noised_grads(clipping, lambda: {"0.weight": extra})
+    plain, _ = _noised_grads(clipping, None, noise)
+    with_canary, _ = _noised_grads(clipping, lambda: {"0.weight": extra}, noise)
     b = round(PLAN.sample_rate * PLAN.n)  # Opacus divides the (noised) sum by the expected batch size
+    # the canary is one more clipped sample: it shifts the noised mean by extra / b and leaves the noise draws alone
     torch.testing.assert_close(with_canary["0.weight"] - plain["0.weight"], extra / b, atol=1e-6, rtol=0)
     for k in ("0.bias", "2.weight", "2.bias"):
         torch.testing.assert_close(with_canary[k], plain[k], atol=0, rtol=0)
+    if noise:  # and the noise is really there (σ·C / b per coordinate)
+        silent, _ = _noised_grads(clipping, None, 0.0)
+        assert float((plain["0.bias"] - silent["0.bias"]).abs().max()) > 0.05
 
 
 def test_default_path_unchanged_by_a_silent_callback():
@@ -81,6 +86,23 @@ def test_gradient_canaries_sample_only_included_and_recorder_projects():
         GradientCanaries(model, "nope", coords, signs, inc, clip=1.0, sample_rate=0.5, seed=0)
     with pytest.raises(ValueError, match="unit norm"):
         GradientCanaries(model, "0.weight", coords, signs * 2, inc, clip=1.0, sample_rate=0.5, seed=0)
+
+
+def test_canary_sampling_is_independent_of_fedicds_small_seeds():
+    # the data sampler, the noise and dropout are seeded with small integers derived from the run's seed; the
+    # canaries' Poisson coins must not replay any of those streams (else canary j is in a batch exactly when note
+    # j is, which the subsampling analysis does not allow)
+    model, m, q = _model(), 40, 0.5
+    coords, signs = np.arange(m)[:, None], np.ones((m, 1))
+    for seed in range(4):
+        can = GradientCanaries(model, "0.weight", coords, signs, np.ones(m, bool), clip=1.0, sample_rate=q,
+                               seed=seed)
+        canary_mask = (can()["0.weight"].reshape(-1)[:m] > 0).numpy()
+        for small in range(64):
+            data_mask = (torch.rand(m, generator=torch.Generator().manual_seed(small)) < q).numpy()
+            assert not np.array_equal(canary_mask, data_mask), (seed, small)
+    assert len({canary_stream_seed(s) for s in range(1000)}) == 1000 and min(canary_stream_seed(s)
+                                                                             for s in range(1000)) > 2 ** 32
 
 
 def test_client_dp_release_matches_flower_arithmetic():
