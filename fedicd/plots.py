@@ -11,7 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["plot_learning_curves", "plot_rounds", "plot_partition_sizes", "plot_heatmap", "plot_leakage_utility"]
+__all__ = ["plot_learning_curves", "plot_rounds", "plot_partition_sizes", "plot_heatmap", "plot_leakage_utility",
+           "plot_log_roc"]
 
 
 def plot_learning_curves(history: list[dict], path: str | Path, *, title: str = "") -> Path:
@@ -141,3 +142,27 @@ def plot_leakage_utility(rows: list[dict], path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_log_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *, title: str) -> Path:
+    """ROC curves ``{name: (fpr, tpr)}`` on log-log axes with the chance diagonal (Carlini et al. 2022's
+    membership-inference plot: the low-FPR corner is what matters)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    floor = min([1e-3] + [float(np.min(f[f > 0])) for f, _ in curves.values() if np.any(f > 0)])
+    for name, (fpr, tpr) in curves.items():
+        ax.plot(np.maximum(fpr, floor / 2), np.maximum(tpr, floor / 2), lw=1.3, label=name)
+    ax.plot([floor / 2, 1], [floor / 2, 1], ls="--", color="grey", lw=0.8, label="chance")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(floor / 2, 1)
+    ax.set_ylim(floor / 2, 1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
