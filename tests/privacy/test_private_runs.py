@@ -20,8 +20,8 @@ BASE = ["data.n_notes=150", "data.n_codes=30", "data.min_train_count=3", "embedd
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
+def cache(fed_cache):
+    return fed_cache  # the session's embedding cache (tests/conftest.py): the notes embedded once
 
 
 def _cfg(cache, *extra):

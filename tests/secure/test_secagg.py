@@ -1,6 +1,8 @@
 """SecAgg+ through Flower's own workflow and mod: exact-within-bound FedAvg, dropout tolerance, halted rounds.
 
-One simulation (5 clients, Ray backend) runs eight SecAgg+ rounds from a single ServerApp:
+One simulation (5 clients, on fedicd's in-process grid, which delivers Flower's messages and a raising ClientApp's
+error replies as Flower's Ray simulation does; tests/federated/test_inprocess.py runs SecAgg+ rounds on both and
+compares them) runs eight SecAgg+ rounds from a single ServerApp:
 
 1. everyone answers → the weighted FedAvg of all five clients (within the quantisation bound);
 2. client 2 crashes in its train handler, i.e. after the key exchange → the average over the other four;
@@ -122,13 +124,12 @@ def make_server_app(out: dict) -> ServerApp:
 
 @pytest.fixture(scope="module")
 def rounds() -> dict:
-    from flwr.simulation import run_simulation
+    from fedicd.federated.inprocess import run_inprocess
 
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     out: dict = {}
     t0 = time.perf_counter()
-    run_simulation(server_app=make_server_app(out), client_app=make_client_app(), num_supernodes=N_CLIENTS,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
+    run_inprocess(make_server_app(out), make_client_app(), N_CLIENTS)
     out["seconds"] = time.perf_counter() - t0
     return out
 
@@ -153,7 +154,6 @@ def check_within_bound(new: dict, pids: list[int], cfg: SecAggPlusConfig) -> flo
     return worst
 
 
-@pytest.mark.ray  # Flower\'s simulation on Ray
 def test_all_clients_give_the_weighted_fedavg_within_the_quantisation_bound(rounds):
     new, info = rounds[1]
     check_within_bound(new, list(range(N_CLIENTS)), SA)
@@ -169,7 +169,6 @@ def test_all_clients_give_the_weighted_fedavg_within_the_quantisation_bound(roun
     assert SA.error_bound([weight(p) for p in range(5)], 1.0, 3.0) < 1e-4
 
 
-@pytest.mark.ray  # Flower\'s simulation on Ray
 def test_a_client_crashing_after_the_key_exchange_is_tolerated(rounds):
     new, info = rounds[2]
     check_within_bound(new, [0, 1, 3, 4], SA)
@@ -183,7 +182,6 @@ def test_a_client_crashing_after_the_key_exchange_is_tolerated(rounds):
     assert np.abs(new["w"] - full["w"]).max() > 1e-3
 
 
-@pytest.mark.ray  # Flower\'s simulation on Ray
 def test_too_many_dropouts_halt_the_round_with_a_named_error(rounds):
     err = rounds[3]
     assert isinstance(err, SecAggDropoutError) and isinstance(err, ValueError)
@@ -194,7 +192,6 @@ def test_too_many_dropouts_halt_the_round_with_a_named_error(rounds):
     assert sum("simulated crash" in f for f in info["failures"]) == 3
 
 
-@pytest.mark.ray  # Flower\'s simulation on Ray
 def test_a_client_lost_while_sharing_keys_halts_the_round(rounds):
     err = rounds[6]
     assert isinstance(err, SecAggDropoutError)
@@ -202,14 +199,12 @@ def test_a_client_lost_while_sharing_keys_halts_the_round(rounds):
     assert "cannot be recovered" in str(err) and "share_keys" in str(err)
 
 
-@pytest.mark.ray  # Flower\'s simulation on Ray
 def test_the_next_round_works_again_after_a_halted_round(rounds):
     new, info = rounds[4]
     check_within_bound(new, list(range(N_CLIENTS)), SA)
     assert info["survivors"] == N_CLIENTS
 
 
-@pytest.mark.ray  # Flower\'s simulation on Ray
 def test_a_coarse_quantiser_is_inexact_but_inside_the_bound(rounds):
     new, _ = rounds[5]
     worst = check_within_bound(new, list(range(N_CLIENTS)), COARSE)
@@ -217,7 +212,6 @@ def test_a_coarse_quantiser_is_inexact_but_inside_the_bound(rounds):
     assert rounds["seconds"] < 90
 
 
-@pytest.mark.ray  # Flower\'s simulation on Ray
 def test_a_rounding_seed_makes_the_aggregate_reproducible(rounds):
     (a, _), (b, _) = rounds[7], rounds[8]
     check_within_bound(a, list(range(N_CLIENTS)), COARSE)

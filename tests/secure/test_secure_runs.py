@@ -38,9 +38,8 @@ def keys(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, keys):
-    cache = tmp_path_factory.mktemp("cache")
-    out = {}
+def runs(tmp_path_factory, keys, fed_cache):
+    cache, out = fed_cache, {}  # the session's embedding cache (tests/conftest.py): the notes embedded once
     for name, extra in (("none", []), ("ckks", ['secure_aggregation.method="ckks"',
                                                  f'secure_aggregation.key_dir="{keys}"',
                                                  f'secure_aggregation.evaluator_key="{keys / "secret.ctx"}"']),
@@ -159,10 +158,10 @@ def test_update_record_round_trip(keys):
     assert update_record(update)["bytes"].numpy().tobytes() == record["bytes"].numpy().tobytes()
 
 
-def test_sample_level_dp_composes_with_ckks(keys, tmp_path_factory):
+def test_sample_level_dp_composes_with_ckks(keys, tmp_path_factory, fed_cache):
     """DP-SGD noise is added on the client, then the noisy update is encrypted; the accountant still counts."""
-    cache, out = tmp_path_factory.mktemp("cache_dp"), tmp_path_factory.mktemp("ckks_dp")
-    res = run_federated(_cfg(cache, 'secure_aggregation.method="ckks"', f'secure_aggregation.key_dir="{keys}"',
+    out = tmp_path_factory.mktemp("ckks_dp")
+    res = run_federated(_cfg(fed_cache, 'secure_aggregation.method="ckks"', f'secure_aggregation.key_dir="{keys}"',
                              'privacy.dp="sample"', "privacy.noise=1.0", "federated.rounds=2",
                              "federated.fault_clients=[]"), out)
     assert [r["updated"] for r in res["history"]] == [True, True]
@@ -175,10 +174,10 @@ def test_sample_level_dp_composes_with_ckks(keys, tmp_path_factory):
     assert 0.0 <= res["test"]["micro_f1"] <= 1.0  # the driver decrypted the final model
 
 
-def test_sample_level_dp_composes_with_secagg(tmp_path_factory):
+def test_sample_level_dp_composes_with_secagg(tmp_path_factory, fed_cache):
     """Under SecAgg+ the DP-SGD noise is added before masking; each survivor's ε still reaches the history."""
-    cache, out = tmp_path_factory.mktemp("cache_dp2"), tmp_path_factory.mktemp("secagg_dp")
-    res = run_federated(_cfg(cache, 'secure_aggregation.method="secagg+"', 'privacy.dp="sample"', "privacy.noise=1.0",
+    out = tmp_path_factory.mktemp("secagg_dp")
+    res = run_federated(_cfg(fed_cache, 'secure_aggregation.method="secagg+"', 'privacy.dp="sample"', "privacy.noise=1.0",
                              "federated.rounds=2", "federated.fault_clients=[]"), out)
     assert [r["updated"] for r in res["history"]] == [True, True]
     assert [r["train_secagg_survivors"] for r in res["history"]] == [3.0, 3.0]
@@ -191,19 +190,20 @@ def test_sample_level_dp_composes_with_secagg(tmp_path_factory):
     (['secure_aggregation.method="secagg+"', "secure_aggregation.num_shares=5",
       "secure_aggregation.reconstruction_threshold=3"], "num_shares = 5 exceeds the 3 sampled clients"),
 ])
-def test_settings_that_need_the_staged_run_are_refused_before_the_first_round(keys, tmp_path, extra, message):
+def test_settings_that_need_the_staged_run_are_refused_before_the_first_round(keys, tmp_path, fed_cache, extra,
+                                                                              message):
     if any("ckks" in e for e in extra):
-        extra.append(f'secure_aggregation.key_dir="{keys}"')
+        extra = [*extra, f'secure_aggregation.key_dir="{keys}"']
     with pytest.raises(ConfigError, match=message):
-        run_federated(_cfg(tmp_path / "cache", *extra), tmp_path / "run")
+        run_federated(_cfg(fed_cache, *extra), tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoint").exists()
 
 
-def test_too_many_clients_for_the_keys_are_refused(tmp_path):
+def test_too_many_clients_for_the_keys_are_refused(tmp_path, fed_cache):
     small = tmp_path / "keys"
     write_key_dir(small, CkksParams(max_clients=2))
     with pytest.raises(ConfigError, match="3 clients exceed the CKKS keys' max_clients = 2"):
-        run_federated(_cfg(tmp_path / "cache", 'secure_aggregation.method="ckks"',
+        run_federated(_cfg(fed_cache, 'secure_aggregation.method="ckks"',
                            f'secure_aggregation.key_dir="{small}"'), tmp_path / "run")
 
 
