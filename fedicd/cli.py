@@ -33,6 +33,9 @@ commands:
   fedicd attack invert|attribute CONFIG --out DIR
                                        an attack under a sweep of embedding defences:
                                        one JSON report per defence + leakage_utility.png
+  fedicd audit     CONFIG_OR_RUN_DIR --out DIR
+                                       attacks on a federation (update inversion, membership,
+                                       DP audit, embedding attacks): reports + summary
   fedicd report    RUN_DIR... --out DIR
                                        result tables (Markdown + CSV) and plots of run folders
   fedicd report --docs                 regenerate docs/results/*.md from experiments/results/
@@ -119,7 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, config=False)
     _add_out(p, default=Path("runs/demo"))
     _add_report(sub)
+    _add_audit(sub)
     return parser
+
+
+def _add_audit(sub) -> None:
+    p = sub.add_parser("audit", help="run the attack battery on a federated run (or train one from a config)")
+    p.add_argument("target", type=Path, metavar="CONFIG_OR_RUN_DIR", help="TOML config, or a finished run folder")
+    _add_common(p, config=False)
+    _add_out(p)
+    p.add_argument("--attacks", nargs="+", default=None, metavar="NAME", help="embedding_inversion, attribute, "
+                   "update_inversion, membership, audit (default: every attack the run allows)")
+    p.add_argument("--quick", action="store_true", help="reduced attacks (seconds each)")
 
 
 def _add_report(sub) -> None:
@@ -313,6 +327,13 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from fedicd.attack_runs.audit_command import audit_cli
+
+    _claim_out(args)
+    return audit_cli(args)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from fedicd.evaluate import evaluate_run
 
@@ -345,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     handlers = {"run": _cmd_run, "train": _cmd_run, "prepare": _cmd_prepare, "embed": _cmd_embed,
                 "evaluate": _cmd_evaluate, "partition": _cmd_partition, "demo": _cmd_run, "attack": _cmd_attack,
-                "keys": _cmd_keys, "report": _cmd_report}
+                "keys": _cmd_keys, "report": _cmd_report, "audit": _cmd_audit}
     try:
         code = handlers[args.command](args)
     except (ValueError, OSError, RuntimeError) as exc:

@@ -1,4 +1,5 @@
-"""Every figure fedicd draws: learning curves, runs compared, client sizes, partition heat maps, leakage vs utility.
+"""Every figure fedicd draws: learning curves, runs compared, client sizes, partition heat maps, leakage vs utility,
+log-scale ROC curves, the attack battery's summary and the privacy matrix's heat map.
 
 The functions take plain results (history rows, attack report rows, objects with the named fields) and
 write a PNG; matplotlib is imported only when a figure is drawn.
@@ -12,7 +13,8 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["plot_learning_curves", "plot_rounds", "plot_partition_sizes", "plot_heatmap", "plot_leakage_utility",
-           "plot_log_roc"]
+           "plot_log_roc", "plot_battery_summary",
+           "plot_privacy_matrix"]
 
 
 def plot_learning_curves(history: list[dict], path: str | Path, *, title: str = "") -> Path:
@@ -164,5 +166,74 @@ def plot_log_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | P
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_battery_summary(rows: Sequence[dict], path: str | Path) -> Path:
+    """Each report's headline metric with its 95 % interval (bars) and baseline (a tick), one line per report."""
+    plt = _pyplot()
+    labels = [f"{r['attack']}: {r['metric']}" + (f" ({r['variant']})" if r.get("variant") else "") for r in rows]
+    values = np.array([r["value"] for r in rows], dtype=float)
+    lo = np.array([r["ci_low"] if r["ci_low"] is not None else r["value"] for r in rows], dtype=float)
+    hi = np.array([r["ci_high"] if r["ci_high"] is not None else r["value"] for r in rows], dtype=float)
+    y = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+    ax.barh(y, values, xerr=np.vstack([values - lo, hi - values]).clip(min=0), color="#4c72b0", capsize=3)
+    for i, r in enumerate(rows):
+        if r.get("baseline") is not None:
+            ax.plot([r["baseline"]] * 2, [i - 0.4, i + 0.4], color="#c44e52", lw=2,
+                    label="baseline" if i == next(j for j, q in enumerate(rows) if q.get("baseline") is not None)
+                    else None)
+    ax.set_yticks(y, [lab[:70] for lab in labels], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("headline metric (95 % CI)")
+    if any(r.get("baseline") is not None for r in rows):
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _row_scaled(v: np.ndarray) -> np.ndarray:
+    """Each row divided by its largest absolute finite value (a row of zeros stays 0; NaN stays NaN): a
+    cell's shade is its share of the row's strongest value, so near-equal cells look alike."""
+    norm = np.full_like(v, np.nan)
+    for i, row in enumerate(v):
+        ok = np.isfinite(row)
+        if ok.any():
+            top = np.abs(row[ok]).max()
+            norm[i] = np.abs(row) / top if top > 0 else np.where(ok, 0.0, np.nan)
+    return norm
+
+
+def plot_privacy_matrix(rows: Sequence[str], columns: Sequence[str], values: np.ndarray, path: str | Path, *,
+                        text: Sequence[Sequence[str]] | None = None, utility: Sequence[bool] | None = None,
+                        title: str = "") -> Path:
+    """Heat map of an attacks × defences matrix, cells annotated.
+
+    Each row is divided by its largest value (leakage rows red, darker = more leakage; a ``utility`` row
+    green, darker = more utility)."""
+    plt = _pyplot()
+    v = np.asarray(values, dtype=float)
+    norm = _row_scaled(v)
+    util = np.zeros(len(rows), bool) if utility is None else np.asarray(utility, bool)
+    fig, ax = plt.subplots(figsize=(1.15 * len(columns) + 3, 0.55 * len(rows) + 1.6))
+    for mask, cmap in ((~util, "Reds"), (util, "Greens")):
+        ax.imshow(np.ma.masked_invalid(np.where(mask[:, None], norm, np.nan)), cmap=cmap, vmin=0, vmax=1,
+                  aspect="auto")
+    for i in range(v.shape[0]):
+        for j in range(v.shape[1]):
+            label = text[i][j] if text is not None else ("" if not np.isfinite(v[i, j]) else f"{v[i, j]:.2f}")
+            ax.text(j, i, label or "–", ha="center", va="center", fontsize=6.5,
+                    color="white" if np.isfinite(norm[i, j]) and norm[i, j] > 0.6 else "black")
+    ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_title(title or "leakage per attack", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -24,6 +24,7 @@ from fedicd.data.sources import load_notes
 from fedicd.data.splits import EmptySplitError, holdout_split, kfold_split, stratified_split
 from fedicd.embedding import embed_texts
 from fedicd.errors import ConfigError, DataFormatError
+from fedicd.privacy.config import noise_embeddings
 
 __all__ = ["PreparedData", "prepare_data", "restrict_label_space", "embed_parts", "ids_digest", "MIN_EVAL_NOTES",
            "MIN_EVAL_CODE_SHARE", "PARTS"]
@@ -219,15 +220,20 @@ def restrict_label_space(data: PreparedData, drop: Iterable[str]) -> PreparedDat
 
 
 def embed_parts(data: PreparedData, cfg: ExperimentConfig) -> tuple[dict[str, np.ndarray], dict, StandardScaler]:
-    """Embed every note once (cached), then standardise with a train-fitted scaler."""
+    """Embed every note once (cached), noise the vectors if ``privacy.embedding_noise`` > 0 (every note, before
+    the scaler and training; seed ``cfg.seed``), then standardise with a train-fitted scaler."""
     result = embed_texts(data.notes.texts, cfg.embedding, cache_dir=cfg.cache_dir)
     info = {"model": result.model_id, "dim": result.dim, "n_chunked": result.n_chunked,
             "n_chunks": result.n_chunks, "n_cached": result.n_cached, "n_reembedded": result.n_reembedded,
             "n_corrupt": result.n_corrupt, "cache_problems": list(result.cache_problems),
             "language_check": dict(result.language_check)}
     data.notes.summary.info["notes_chunked"] = result.n_chunked
-    scaler = StandardScaler().fit(result.vectors[data.parts["train"]])
-    feats = {p: scaler.transform(result.vectors[idx]).astype(np.float32) for p, idx in data.parts.items()}
+    vectors, sigma = result.vectors, cfg.privacy.embedding_noise
+    if sigma > 0:
+        vectors = noise_embeddings(vectors, sigma, seed=cfg.seed)
+        info["embedding_noise"] = sigma
+    scaler = StandardScaler().fit(vectors[data.parts["train"]])
+    feats = {p: scaler.transform(vectors[idx]).astype(np.float32) for p, idx in data.parts.items()}
     return feats, info, scaler
 
 

@@ -6,6 +6,8 @@
 * :mod:`fedicd.report.plots`: learning curves compared, leakage vs utility, client sizes.
 * :mod:`fedicd.report.docs`: one Markdown page per area (``docs/results/*.md``)
   and the README's headline table.
+* :mod:`fedicd.report.privacy_matrix`: ``docs/results/privacy-matrix.md`` from the archived
+  privacy matrices (``experiments/privacy_matrix.py --archive``).
 * :mod:`fedicd.report.config_docs`: ``docs/config.md`` from the config dataclasses' field docstrings.
 
 :func:`report_runs` is what ``fedicd report RUN_DIR... --out DIR`` does.

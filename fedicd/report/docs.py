@@ -204,7 +204,10 @@ def render_docs(results_root: str | Path = "experiments/results", *, progress: b
         runs = _area_runs(root, area, progress)
         pages[area.page] = render_area(area, runs)
         trained += [r for r in runs if r.kind in ("central", "federated") and r.path.parent.name == area.folder]
-    links = [f"- [{a.title}]({a.page})" for a in AREAS]
+    from fedicd.report.privacy_matrix import PAGE, TITLE, render_privacy_matrix
+
+    pages[PAGE] = render_privacy_matrix(root)
+    links = [f"- [{a.title}]({a.page})" for a in AREAS] + [f"- [{TITLE}]({PAGE})"]
     pages["index.md"] = "\n".join(
         ["# Results", "", GENERATED.format(area="*"), "", _SCALE, "", *links, "", "### Headline results", "",
          headline_table(trained).to_markdown(), ""])
