@@ -216,8 +216,8 @@ def observe_round(state: dict[str, np.ndarray], clients: list[tuple[np.ndarray, 
     """
     aggregate = setting.defence in ("secagg_plus", "ckks")
     per_round = setting.batch_size * (len(clients) if aggregate else 1)  # samples behind one observed update
-    sent = craft_trap(state, aux_scaled, TrapConfig(target_batch=per_round, seed=setting.seed)) \
-        if setting.trap else state
+    target = per_round if aux_scaled is None else min(per_round, len(aux_scaled))  # a rarer share needs more rows
+    sent = craft_trap(state, aux_scaled, TrapConfig(target_batch=target, seed=setting.seed)) if setting.trap else state
     if aggregate and len(clients) < 2:
         raise ConfigError(f"{setting.defence}: attacking the aggregate needs the round's clients (>= 2), got "
                           f"{len(clients)}")
@@ -284,7 +284,7 @@ def battery_update_inversion(run, *, seed: int = 0, quick: bool = False, **optio
     for mode in ("step",) if quick else ("step", "epoch"):
         for trap in (False, True):
             s = dataclasses.replace(setting, mode=mode, trap=trap)
-            views = observe_round(run.final_state, clients, run.plan.train, s, aux_scaled=run.features["x_val"], dp=dp,
+            views = observe_round(run.final_state, clients, run.plan.train, s, aux_scaled=_public_rows(run), dp=dp,
                                   scaler=(run.scaler_mean, run.scaler_scale), secagg=_secagg(run))
             per = score_views(views, texts=texts, chain=chain, scaler_mode=scaler_mode, identifiers=ids)
             reports.append(_report(per, s, observed, scaler_mode, run, chain, seed))
@@ -301,13 +301,19 @@ def _battery_setting(run, pid: int, seed: int) -> tuple[RoundSetting, tuple | No
         defence = "dp_sample"
     elif plan.privacy.client_level and plan.privacy.client_side_clipping:
         defence = "dp_client"  # server-side clipping: the server receives the unclipped update
-    method = plan.secure.method
     observed = "single client update"
-    if method in ("secagg_plus", "ckks"):
-        defence, observed = method, f"average of {len(run.clients)} clients"
+    secure = {"secagg+": "secagg_plus", "ckks": "ckks"}.get(plan.secure.method)  # fedicd's method names
+    if secure is not None:
+        defence, observed = secure, f"average of {len(run.clients)} clients"
     setting = RoundSetting(optimizer=plan.federated.local_optimizer, lr=_round_lr(run), batch_size=plan.train.batch_size,
                            defence=defence, clip=plan.privacy.clip or 1.0, seed=seed)
     return setting, dp, observed
+
+
+def _public_rows(run) -> np.ndarray:
+    """The malicious server's public stand-in for calibrating trap biases: notes of patients outside the
+    federation (the run's validation and test notes, scaled)."""
+    return np.concatenate([run.features["x_val"], run.features["x_test"]])
 
 
 def _secagg(run) -> dict:

@@ -350,3 +350,22 @@ def test_glue_aggregates_and_refuses_unknown_defences():
         RoundSetting(defence="homomorphic")
     with pytest.raises(ConfigError, match="mode must be 'step' or 'epoch'"):
         RoundSetting(mode="round")
+
+
+@pytest.mark.parametrize(("method", "defence"), [("secagg+", "secagg_plus"), ("ckks", "ckks"), ("none", "none")])
+def test_battery_reads_fedicds_secure_method_names(method, defence):
+    """A run staged with ``secure_aggregation.method = "secagg+"`` is attacked through the aggregate, not as a
+    single client's update (fedicd names the method ``secagg+``)."""
+    from types import SimpleNamespace
+
+    from fedicd.attack_runs.update_inversion import _battery_setting
+    from fedicd.run_plan import PrivacyPlan
+    from fedicd.train_config import TrainConfig
+
+    fed = SimpleNamespace(local_lr=0.0, rounds=3, local_epochs=1, local_optimizer="sgd")
+    plan = SimpleNamespace(privacy=PrivacyPlan(), secure=SimpleNamespace(method=method), federated=fed,
+                           train=TrainConfig(batch_size=8))
+    run = SimpleNamespace(plan=plan, clients=[np.arange(3)] * 4)
+    setting, dp, observed = _battery_setting(run, 0, seed=0)
+    assert setting.defence == defence and dp is None
+    assert observed == ("single client update" if method == "none" else "average of 4 clients")
