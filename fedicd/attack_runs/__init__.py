@@ -1,4 +1,4 @@
-"""``fedicd attack``'s jobs: the glue between fedicd's data and the ``attacks`` package.
+"""``fedicd attack``'s and ``fedicd audit``'s jobs: the glue between fedicd's data and the ``attacks`` package.
 
 ``attacks`` never imports fedicd (it sees only what an adversary holds). Here:
 
@@ -11,7 +11,13 @@
 * :mod:`~fedicd.attack_runs.reports`: each attack scored into an
   :class:`attacks.AttackReport`;
 * :mod:`~fedicd.attack_runs.sweep`: one attack under a sweep of embedding
-  defences (leakage vs utility).
+  defences (leakage vs utility);
+* attacks on the federation, on a finished federated run
+  (:mod:`~fedicd.attack_runs.federation`): :mod:`~fedicd.attack_runs.update_inversion`,
+  :mod:`~fedicd.attack_runs.membership`, :mod:`~fedicd.attack_runs.audit` (the one-run DP
+  audit), assembled by :mod:`~fedicd.attack_runs.battery` (``fedicd audit``,
+  :mod:`~fedicd.attack_runs.audit_command`) and :mod:`~fedicd.attack_runs.matrix` (the privacy
+  matrix of ``experiments/privacy_matrix.py``).
 
 The registry is imported eagerly (it imports no torch); the rest on first use.
 """
