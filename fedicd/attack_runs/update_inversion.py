@@ -193,8 +193,8 @@ def _noisy_rows(x: np.ndarray, mean: np.ndarray, scale: np.ndarray, sigma: float
 
 def _batches(n: int, setting: RoundSetting, max_rows: int) -> list[np.ndarray]:
     """Row sets each client trains on: consecutive batches covering up to ``max_rows`` rows (``step``), or all
-    rows (``epoch``)."""
-    if setting.mode == "epoch":
+    rows (``epoch``, or a client with fewer rows than a batch: its one local batch)."""
+    if setting.mode == "epoch" or n <= setting.batch_size:
         return [np.arange(n)]
     order = np.random.default_rng(setting.seed).permutation(n)[:max(setting.batch_size, min(n, max_rows))]
     return [order[i:i + setting.batch_size] for i in range(0, len(order) - setting.batch_size + 1, setting.batch_size)]

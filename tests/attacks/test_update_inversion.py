@@ -369,3 +369,13 @@ def test_battery_reads_fedicds_secure_method_names(method, defence):
     setting, dp, observed = _battery_setting(run, 0, seed=0)
     assert setting.defence == defence and dp is None
     assert observed == ("single client update" if method == "none" else "average of 4 clients")
+
+
+def test_a_client_smaller_than_a_batch_trains_on_one_batch_of_all_its_rows():
+    """fedicd's local loop gives such a client one batch of every row; the battery must observe that step
+    (it used to observe nothing and report no metric)."""
+    from fedicd.attack_runs.update_inversion import RoundSetting, _batches
+
+    (only,) = _batches(20, RoundSetting(batch_size=64, mode="step"), max_rows=64)
+    assert sorted(only.tolist()) == list(range(20))
+    assert [len(b) for b in _batches(100, RoundSetting(batch_size=32, mode="step"), max_rows=64)] == [32, 32]
