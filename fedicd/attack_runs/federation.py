@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FederationRun", "load_federation_run", "scaler_statistics"]
+__all__ = ["FederationRun", "load_federation_run"]
 
 
 @dataclass
@@ -80,13 +80,6 @@ class FederationRun:
                                  self.final_state if state is None else state)
 
 
-def scaler_statistics(x_raw_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, scale) as sklearn's StandardScaler computes them (a zero variance gives scale 1)."""
-    x = np.asarray(x_raw_train, dtype=np.float64)
-    mean, std = x.mean(axis=0), x.std(axis=0)
-    return mean, np.where(std == 0, 1.0, std)
-
-
 def _scaler(run_dir: Path, features: dict[str, np.ndarray], plan) -> tuple[np.ndarray, np.ndarray]:
     path = run_dir / "scaler.npz"
     if path.exists():
@@ -98,8 +91,11 @@ def _scaler(run_dir: Path, features: dict[str, np.ndarray], plan) -> tuple[np.nd
 
     cfg = config_from_dict(plan.config)
     data = prepare_data(cfg)
-    raw = embed([data.notes.texts[i] for i in data.parts["train"]], cfg)
-    return scaler_statistics(raw)
+    from sklearn.preprocessing import StandardScaler
+
+    # a run staged before staging kept scaler.npz: refit the pipeline's own scaler on the training embeddings
+    scaler = StandardScaler().fit(embed([data.notes.texts[i] for i in data.parts["train"]], cfg))
+    return scaler.mean_, scaler.scale_
 
 
 def load_federation_run(run_dir: str | Path) -> FederationRun:
