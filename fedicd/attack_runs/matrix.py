@@ -140,13 +140,9 @@ def micro_f1_interval(pred: np.ndarray, truth: np.ndarray, *, seed: int = 0, n_b
 def utility_interval(run, *, seed: int = 0, n_boot: int = 1000) -> dict:
     """Test micro-F1 of the run's final model at its validation-chosen threshold (``results.json``), with a
     bootstrap 95 % CI over test notes (:func:`micro_f1_interval`)."""
-    import torch
+    from fedicd.train import predict_proba
 
-    head = run.build_head()
-    head.eval()
-    with torch.no_grad():
-        prob = torch.sigmoid(head(torch.as_tensor(run.features["x_test"]))).numpy()
-    pred = prob >= float(run.results["test"]["threshold"])
+    pred = predict_proba(run.build_head(), run.features["x_test"]) >= float(run.results["test"]["threshold"])
     return micro_f1_interval(pred, run.features["y_test"], seed=seed, n_boot=n_boot)
 
 
