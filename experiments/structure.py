@@ -33,7 +33,7 @@ STAGES: list[tuple[int, str, tuple[str, ...]]] = [
     (3, "partition", ("fedicd.partition",)),
     (4, "plan", ("fedicd.config", "fedicd.prepare", "fedicd.run_plan", "fedicd.partition_run")),
     (5, "training", ("fedicd.train", "fedicd.local_training", "fedicd.experiment", "fedicd.federated",
-                     "fedicd.strategies")),
+                     "fedicd.strategies", "fedicd.warm_start")),
     (6, "defences", ("fedicd.privacy", "fedicd.secure")),
     (6, "attacks", ("attacks",)),
     (7, "assembly", ("fedicd.runner", "fedicd.attack_runs",

@@ -31,6 +31,7 @@ from fedicd.partition.config import PartitionConfig
 from fedicd.privacy.config import PrivacyConfig
 from fedicd.secure.config import SecureAggConfig, check_secure_compatible
 from fedicd.train_config import TrainConfig
+from fedicd.warm_start.config import WarmStartConfig
 
 __all__ = ["DataConfig", "ExperimentConfig", "load_config", "config_from_dict", "config_to_dict", "apply_overrides"]
 
@@ -53,6 +54,7 @@ class ExperimentConfig:
     federated: FedConfig = field(default_factory=FedConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     secure_aggregation: SecureAggConfig = field(default_factory=SecureAggConfig)
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -62,13 +64,15 @@ class ExperimentConfig:
         if self.privacy.enabled and self.train.mode != "federated":
             raise ConfigError(f"privacy.dp = {self.privacy.dp!r} needs train.mode = 'federated' (for a centralized "
                               "DP baseline, run one client: partition.n_clients = 1)")
-        check_secure_compatible(self.secure_aggregation, self.federated.strategy, self.privacy.dp, self.train.mode)
+        check_secure_compatible(self.secure_aggregation, self.federated.strategy, self.privacy.dp, self.train.mode,
+                                distributed_dp=self.privacy.distributed)
         if self.train.seed is None:  # head init and shuffling follow the experiment seed by default
             object.__setattr__(self, "train", dataclasses.replace(self.train, seed=self.seed))
 
 
 _SECTIONS = {"data": DataConfig, "embedding": EmbedConfig, "train": TrainConfig, "partition": PartitionConfig,
-             "federated": FedConfig, "privacy": PrivacyConfig, "secure_aggregation": SecureAggConfig}
+             "federated": FedConfig, "privacy": PrivacyConfig, "secure_aggregation": SecureAggConfig,
+             "warm_start": WarmStartConfig}
 
 
 def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:

@@ -47,6 +47,9 @@ def _refuse_partition_keys(cfg: ExperimentConfig) -> None:
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path) -> dict:
     """Run one centralized experiment and write its artifacts; returns ``results.json``'s content."""
     _refuse_partition_keys(cfg)
+    if cfg.warm_start.enabled:
+        raise ConfigError(f"[warm_start] ({cfg.warm_start.method}) warm-starts federated runs (train.mode = "
+                          f"'federated'); this run is central (train.mode = {cfg.train.mode!r}): remove [warm_start]")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Classifier heads over frozen embeddings: MLP, DeepMLP, DeepResMLP.
+"""Classifier heads over frozen embeddings: MLP, DeepMLP, DeepResMLP, and the DP-friendly Linear and Bottleneck.
 
 Xu & Dray (2025, Fig. 3) train three small heads on frozen note embeddings.
 The paper's figure and Table 2 were not available offline when this module was
@@ -11,6 +11,27 @@ check the closed form.
 ``norm`` chooses the normalisation layer: ``"batch"`` (paper default),
 ``"layer"`` or ``"group"`` (needed under per-sample DP, where BatchNorm mixes
 samples), or ``"none"``.
+
+Two heads suit DP-SGD (Tramèr & Boneh, 2021: a linear model on good frozen
+features is the strong DP baseline; fewer parameters mean less noise in total
+at the same clip): ``"linear"`` (one ``nn.Linear`` d → labels, dropout on its
+input) and ``"bottleneck"`` (d → r → labels with ``r = hidden[0]``, default
+64, no non-linearity: a rank-r linear map; the first layer has no bias, which
+the second's would absorb; ``norm`` and dropout act at the bottleneck). The
+non-linear bottleneck is ``"mlp"`` with ``hidden = [r]``.
+
+``input_norm`` (every head): ``"none"``, or ``"l2"``, a parameter-free first
+layer (:class:`L2Normalize`) that scales every input row to L2 norm ``√d``
+(unit norm times √d, so that a standardised row keeps its usual size and the
+default initialisations and learning rates stay calibrated). It adds no
+state-dict entry, so a saved head loads into a head built with either setting.
+Measured (privacy_matrix_synthetic, 5 clients, 10 rounds, sample-level DP at
+ε = 8, full-batch SGD, validation micro-F1 at lr 1 / 10 / 100): linear head
+0.402 / 0.386 / 0.344 without it, 0.413 / 0.389 / 0.344 at norm √d, and
+0.260 / 0.263 / 0.266 at unit norm (its steps are d times smaller); the MLP
+0.506 / 0.472 / 0.450, 0.497 / 0.470 / 0.452 and 0.281 / 0.442 / 0.451.
+
+Every head ends in an ``nn.Linear`` (the output layer, :func:`output_layer`).
 """
 
 from __future__ import annotations
@@ -20,9 +41,28 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["MLP", "DeepMLP", "DeepResMLP", "HEADS", "build_head", "count_parameters", "expected_parameters"]
+__all__ = ["MLP", "DeepMLP", "DeepResMLP", "Linear", "Bottleneck", "L2Normalize", "HEADS", "INPUT_NORMS",
+           "build_head", "count_parameters", "expected_parameters", "output_layer"]
 
 _NORMS = ("batch", "layer", "group", "none")
+INPUT_NORMS = ("none", "l2")
+BOTTLENECK_RANK = 64
+
+
+class L2Normalize(nn.Module):
+    """Scale every row ``x`` of ``[B, d]`` to ``√d · x / ‖x‖₂`` (parameter-free; a zero row stays zero)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = x.shape[-1] ** 0.5
+        return scale * x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def _input_layer(kind: str) -> nn.Module:
+    if kind == "l2":
+        return L2Normalize()
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {kind!r} (set train.input_norm)")
 
 
 def _norm(kind: str, width: int) -> nn.Module:
@@ -48,24 +88,26 @@ class MLP(nn.Module):
     """One hidden layer: Linear → ReLU → Dropout → Linear (logits)."""
 
     def __init__(self, input_dim: int, n_labels: int, *, hidden: Sequence[int] = (512,), dropout: float = 0.1,
-                 norm: str = "none"):
+                 norm: str = "none", input_norm: str = "none"):
         super().__init__()
         _check_dims(input_dim, n_labels, dropout)
+        self.inp = _input_layer(input_norm)
         (width,) = hidden
         self.net = nn.Sequential(nn.Linear(input_dim, width), _norm(norm, width), nn.ReLU(),
                                  nn.Dropout(dropout), nn.Linear(width, n_labels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(self.inp(x))
 
 
 class DeepMLP(nn.Module):
     """A funnel of Linear → Norm → ReLU → Dropout blocks, then a linear output."""
 
     def __init__(self, input_dim: int, n_labels: int, *, hidden: Sequence[int] = (1024, 512), dropout: float = 0.1,
-                 norm: str = "batch"):
+                 norm: str = "batch", input_norm: str = "none"):
         super().__init__()
         _check_dims(input_dim, n_labels, dropout)
+        self.inp = _input_layer(input_norm)
         layers: list[nn.Module] = []
         prev = input_dim
         for width in hidden:
@@ -75,7 +117,7 @@ class DeepMLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(self.inp(x))
 
 
 class _ResidualBlock(nn.Module):
@@ -93,29 +135,72 @@ class DeepResMLP(nn.Module):
     """Input projection, ``n_blocks`` two-layer residual blocks, linear output."""
 
     def __init__(self, input_dim: int, n_labels: int, *, hidden: Sequence[int] = (512,), n_blocks: int = 2,
-                 dropout: float = 0.1, norm: str = "batch"):
+                 dropout: float = 0.1, norm: str = "batch", input_norm: str = "none"):
         super().__init__()
         _check_dims(input_dim, n_labels, dropout)
+        self.inp = _input_layer(input_norm)
         (width,) = hidden
         self.proj = nn.Sequential(nn.Linear(input_dim, width), _norm(norm, width), nn.ReLU(), nn.Dropout(dropout))
         self.blocks = nn.Sequential(*[_ResidualBlock(width, dropout, norm) for _ in range(n_blocks)])
         self.out = nn.Linear(width, n_labels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.blocks(self.proj(x)))
+        return self.out(self.blocks(self.proj(self.inp(x))))
 
 
-HEADS: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "deep_mlp": DeepMLP, "deep_res_mlp": DeepResMLP}
+class Linear(nn.Module):
+    """Dropout on the input, then one ``nn.Linear`` d → labels (Tramèr & Boneh's DP baseline at dropout 0)."""
+
+    def __init__(self, input_dim: int, n_labels: int, *, dropout: float = 0.1, norm: str = "none",
+                 input_norm: str = "none"):
+        super().__init__()
+        _check_dims(input_dim, n_labels, dropout)
+        if norm != "none":
+            raise ValueError(f"head 'linear' has no hidden layer to normalise, got norm={norm!r}; "
+                             "unset train.norm or set it to 'none'")
+        self.inp = _input_layer(input_norm)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(input_dim, n_labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.drop(self.inp(x)))
 
 
-_ONE_WIDTH = ("mlp", "deep_res_mlp")
+class Bottleneck(nn.Module):
+    """A rank-r linear map: Linear d → r (no bias) → Norm → Dropout → Linear r → labels; no non-linearity."""
+
+    def __init__(self, input_dim: int, n_labels: int, *, hidden: Sequence[int] = (BOTTLENECK_RANK,),
+                 dropout: float = 0.1, norm: str = "none", input_norm: str = "none"):
+        super().__init__()
+        _check_dims(input_dim, n_labels, dropout)
+        self.inp = _input_layer(input_norm)
+        (rank,) = hidden
+        self.down = nn.Linear(input_dim, rank, bias=False)
+        self.mid = nn.Sequential(_norm(norm, rank), nn.Dropout(dropout))
+        self.out = nn.Linear(rank, n_labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.mid(self.down(self.inp(x))))
+
+
+HEADS: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "deep_mlp": DeepMLP, "deep_res_mlp": DeepResMLP,
+                                             "linear": Linear, "bottleneck": Bottleneck}
+
+
+_ONE_WIDTH = ("mlp", "deep_res_mlp", "bottleneck")
 
 
 def build_head(name: str, input_dim: int, n_labels: int, **kwargs) -> nn.Module:
-    """Construct a head by registry name (``mlp``, ``deep_mlp``, ``deep_res_mlp``)."""
+    """Construct a head by registry name (``mlp``, ``deep_mlp``, ``deep_res_mlp``, ``linear``, ``bottleneck``).
+
+    Keywords (``hidden``, ``norm``, ``dropout``, ``input_norm``, ``n_blocks``) that are None take the head's
+    default. Raises ValueError for an unknown name, widths the head cannot take, or a bad norm/dropout.
+    """
     if name not in HEADS:
         raise ValueError(f"unknown head {name!r}; choose one of {sorted(HEADS)}")
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if name == "linear" and kwargs.get("hidden") is not None:
+        raise ValueError(f"head 'linear' has no hidden layer, got hidden={list(kwargs['hidden'])}; unset train.hidden")
     if "hidden" in kwargs:
         kwargs["hidden"] = tuple(kwargs["hidden"])
         if (name in _ONE_WIDTH and len(kwargs["hidden"]) != 1) or not kwargs["hidden"] \
@@ -125,6 +210,17 @@ def build_head(name: str, input_dim: int, n_labels: int, **kwargs) -> nn.Module:
     return HEADS[name](input_dim, n_labels, **kwargs)
 
 
+def output_layer(model: nn.Module) -> nn.Linear:
+    """The head's output layer: the last ``nn.Linear`` in ``model.modules()`` (every fedicd head ends in one).
+
+    Raises ValueError when the model holds no ``nn.Linear``.
+    """
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layer, so no output layer to find")
+    return linears[-1]
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -132,7 +228,7 @@ def count_parameters(model: nn.Module) -> int:
 
 def expected_parameters(name: str, input_dim: int, n_labels: int, *, hidden: Sequence[int] | None = None,
                         n_blocks: int = 2, norm: str | None = None) -> int:
-    """Closed-form parameter count of a head with default widths (for tests and docs)."""
+    """Closed-form parameter count of a head (default widths unless ``hidden``), for tests and docs."""
     norm_params = {"batch": 2, "layer": 2, "group": 2, "none": 0}
     if name == "mlp":
         (h,) = hidden or (512,)
@@ -147,4 +243,9 @@ def expected_parameters(name: str, input_dim: int, n_labels: int, *, hidden: Seq
         proj = input_dim * h + h + k * h
         block = 2 * (h * h + h + k * h)
         return proj + n_blocks * block + h * n_labels + n_labels
+    if name == "linear":
+        return input_dim * n_labels + n_labels
+    if name == "bottleneck":
+        (r,) = hidden or (BOTTLENECK_RANK,)
+        return input_dim * r + norm_params[norm or "none"] * r + r * n_labels + n_labels
     raise ValueError(f"unknown head {name!r}; choose one of {sorted(HEADS)}")

@@ -2,7 +2,7 @@
 
 :func:`local_train` runs :func:`fedicd.train.run_epoch`, the loop of
 centralized training (HybridLoss, mini-batches), for ``local_epochs`` epochs
-with a fresh AdamW or plain SGD optimizer, at the learning rate of the global
+with a fresh AdamW or SGD (optionally with momentum) optimizer, at the learning rate of the global
 cosine schedule at this round (:func:`round_lr`). FedProx and SCAFFOLD are
 hooks of the step: the proximal term is added to the loss
 (:func:`proximal_term`), SCAFFOLD's ``c - c_i`` to the gradients
@@ -32,7 +32,7 @@ from fedicd.train import Batch, Step, TrainConfig, plain_step, run_epoch, shuffl
 if TYPE_CHECKING:
     from flwr.app import ArrayRecord
 
-__all__ = ["LocalData", "LocalTrainConfig", "round_lr", "round_seed", "local_optimizer", "set_lr", "build_model",
+__all__ = ["LocalData", "LocalTrainConfig", "OptimizerName", "round_lr", "round_seed", "local_optimizer", "set_lr", "build_model",
            "local_train", "run_local_epochs", "evaluate_local", "proximal_term", "proximal_gradient_",
            "scaffold_correct_gradients_"]
 
@@ -46,9 +46,32 @@ class LocalData(Protocol):
     y_val: np.ndarray
 
 
+class OptimizerName(str):
+    """An optimizer's name (compares equal to the plain string) that also carries its SGD ``momentum``.
+
+    :class:`LocalTrainConfig` stores its ``optimizer`` as one, so every caller of
+    ``local_optimizer(model, local.optimizer, lr, wd)`` (DP-SGD's loop included) gets the run's momentum
+    without passing it.
+    """
+
+    momentum: float = 0.0
+
+    def __new__(cls, name: str, momentum: float = 0.0) -> "OptimizerName":
+        obj = super().__new__(cls, name)
+        obj.momentum = float(momentum)
+        return obj
+
+    def __reduce__(self):  # pickles (Ray) with its momentum
+        return OptimizerName, (str(self), self.momentum)
+
+
 @dataclass(frozen=True)
 class LocalTrainConfig:
-    """What one client does in one round."""
+    """What one client does in one round.
+
+    ``momentum`` is the local SGD's momentum (``federated.local_momentum``, in [0, 1); 0 = plain SGD); it must
+    be 0 for AdamW. ``optimizer`` becomes an :class:`OptimizerName` carrying it.
+    """
 
     server_round: int
     total_rounds: int
@@ -58,6 +81,11 @@ class LocalTrainConfig:
     proximal_mu: float = 0.0
     optimizer: str = "adamw"
     lr: float = 0.0  # peak local learning rate; 0 = the TrainConfig's
+    momentum: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_momentum(self.optimizer, self.momentum)
+        object.__setattr__(self, "optimizer", OptimizerName(str(self.optimizer), self.momentum))
 
 
 def round_lr(base_lr: float, epoch_index: int, total_epochs: int) -> float:
@@ -70,13 +98,30 @@ def round_seed(local: LocalTrainConfig) -> int:
     return (local.seed * 1_000_003 + local.server_round * 1_009 + local.partition_id) % (2**62)
 
 
-def local_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """A fresh local optimizer (no state is carried between rounds)."""
+def local_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float, *,
+                    momentum: float | None = None) -> torch.optim.Optimizer:
+    """A fresh local optimizer (no state, momentum buffers included, is carried between rounds).
+
+    ``name`` is "adamw" or "sgd"; ``momentum`` (SGD only, in [0, 1)) defaults to the one an
+    :class:`OptimizerName` carries (``local.optimizer``), else 0. Raises ValueError for an unknown name, a
+    momentum outside [0, 1), or a momentum with AdamW.
+    """
+    if momentum is None:
+        momentum = getattr(name, "momentum", 0.0)
+    _check_momentum(name, momentum)
     if name == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay, momentum=momentum)
     raise ValueError(f"unknown local optimizer {name!r}; expected 'adamw' or 'sgd'")
+
+
+def _check_momentum(name: str, momentum: float) -> None:
+    if not (isinstance(momentum, (int, float)) and 0.0 <= momentum < 1.0):
+        raise ValueError(f"local momentum must be in [0, 1), got {momentum!r} (set federated.local_momentum)")
+    if momentum and name != "sgd":
+        raise ValueError(f"local momentum {momentum} needs local optimizer 'sgd', got {str(name)!r} "
+                         "(AdamW keeps its own moments: set federated.local_momentum = 0)")
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:

@@ -64,6 +64,9 @@ class DPPlan:
     noise_multiplier: float
     delta: float
     target_epsilon: float  # 0 when σ was given instead
+    calibrated_with: str = "rdp"  # the accountant that calibrated σ and enforces the budget ("rdp" or "pld")
+    planned_epsilon_rdp: float = 0.0  # ε of the whole planned schedule under each accountant (0: not computed)
+    planned_epsilon_pld: float = 0.0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -89,6 +92,15 @@ class PrivacyPlan:
     population: int = 0
     client_side_clipping: bool = False
     noise_std: float = 0.0
+    calibrated_with: str = ""  # client: the accountant that calibrated σ ("rdp" or "pld")
+    client_sampling: str = ""  # client: "fixed" (no amplification credited) or "poisson"
+    sample_rate: float = 0.0  # client, poisson: each client's per-round inclusion probability
+    adaptive_clipping: bool = False  # client: Flower's adaptive clipping (clip is the initial norm)
+    target_quantile: float = 0.0
+    clip_count_stddev: float = 0.0
+    distributed: bool = False  # client: clients add the noise shares before SecAgg+ masking
+    planned_epsilon_rdp: float = 0.0  # client: ε of the whole planned run under each accountant
+    planned_epsilon_pld: float = 0.0
     _keys: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     @property

@@ -25,9 +25,13 @@ class TrainConfig:
     mode: str = "central"
     """The training mode, "central" or "federated"; set by the run (a federated run trains through [federated])."""
     head: str = "mlp"
-    """The classifier head: "mlp", "deep_mlp" or "deep_res_mlp" (see fedicd.heads)."""
+    """The classifier head: "mlp", "deep_mlp", "deep_res_mlp", "linear" (one linear layer, the strong DP baseline)
+    or "bottleneck" (a rank-r linear map d → r → labels, r = hidden[0], default 64); see fedicd.heads."""
     hidden: tuple[int, ...] | None = None
-    """Hidden layer widths; unset uses the head's own defaults."""
+    """Hidden layer widths; unset uses the head's own defaults ("linear" takes none, "bottleneck" one: its rank)."""
+    input_norm: str = "none"
+    """The head's input: "none" (as given) or "l2" (a parameter-free first layer scaling each row to L2 norm √d;
+    saved heads are unchanged by it)."""
     norm: str | None = None
     """Normalisation in the deeper heads: "batch" (the paper's), "layer", "group" (needed under
     sample-level DP) or "none"; unset: the head's default."""
@@ -74,7 +78,8 @@ class TrainConfig:
         return 0 if self.seed is None else int(self.seed)
 
     def build(self, input_dim: int, n_labels: int) -> nn.Module:
-        return build_head(self.head, input_dim, n_labels, hidden=self.hidden, norm=self.norm, dropout=self.dropout)
+        return build_head(self.head, input_dim, n_labels, hidden=self.hidden, norm=self.norm, dropout=self.dropout,
+                          input_norm=self.input_norm)
 
     def loss(self, reduction: str = "mean") -> HybridLoss:
         return HybridLoss(alpha=self.focal_alpha, gamma=self.focal_gamma, bce_weight=self.bce_weight,

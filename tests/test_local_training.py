@@ -6,13 +6,17 @@ single bit of central, federated or DP-SGD training fails here.
 """
 
 import math
+import pickle
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from fedicd.local_training import LocalTrainConfig, local_train, proximal_term, round_lr, round_seed
+from fedicd.errors import ConfigError
+from fedicd.federated.config import FedConfig
+from fedicd.local_training import (LocalTrainConfig, OptimizerName, local_optimizer, local_train, proximal_term,
+                                   round_lr, round_seed)
 from fedicd.privacy.accounting import plan_dp
 from fedicd.privacy.config import PrivacyConfig
 from fedicd.privacy.dp_local import dp_local_train
@@ -60,8 +64,10 @@ def test_train_central_equals_a_plain_adamw_cosine_loop():
 def _reference_local(model, x, y, cfg, local, c=None, c_i=None):
     """A client's round written out: seeds, cosine lr, proximal term in the loss, SCAFFOLD on the gradients."""
     peak = local.lr or cfg.lr
-    opt_cls = torch.optim.AdamW if local.optimizer == "adamw" else torch.optim.SGD
-    opt = opt_cls(model.parameters(), lr=peak, weight_decay=cfg.weight_decay)
+    if local.optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=peak, weight_decay=cfg.weight_decay, momentum=local.momentum)
     start = [p.detach().clone() for p in model.parameters()]
     loss_fn = cfg.loss()
     with torch.random.fork_rng(devices=[]):
@@ -88,11 +94,12 @@ def _reference_local(model, x, y, cfg, local, c=None, c_i=None):
                 opt.step()
 
 
-@pytest.mark.parametrize("kind", ["adamw", "sgd", "fedprox", "scaffold"])
+@pytest.mark.parametrize("kind", ["adamw", "sgd", "sgd_momentum", "fedprox", "scaffold"])
 def test_local_train_equals_a_written_out_client_round(kind):
     x, y = seeded_rows()
     cfg = TrainConfig(head="mlp", batch_size=16, seed=0)
-    extra = {"sgd": dict(optimizer="sgd", lr=0.2), "fedprox": dict(proximal_mu=0.7)}.get(kind, {})
+    extra = {"sgd": dict(optimizer="sgd", lr=0.2), "sgd_momentum": dict(optimizer="sgd", lr=0.05, momentum=0.9),
+             "fedprox": dict(proximal_mu=0.7)}.get(kind, {})
     local = LocalTrainConfig(server_round=2, total_rounds=3, local_epochs=2, partition_id=1, seed=3, **extra)
     torch.manual_seed(0)
     model = cfg.build(12, 5)
@@ -108,21 +115,21 @@ def test_local_train_equals_a_written_out_client_round(kind):
     assert _equal(model.state_dict(), ref.state_dict())
 
 
-@pytest.mark.parametrize("clipping", ["fused", "hooks"])
-def test_dp_local_train_equals_dp_steps_on_written_out_poisson_batches(clipping):
+@pytest.mark.parametrize("clipping, momentum", [("fused", 0.0), ("hooks", 0.0), ("fused", 0.9)])
+def test_dp_local_train_equals_dp_steps_on_written_out_poisson_batches(clipping, momentum):
     x, y = seeded_rows(n=70)
     cfg = TrainConfig(head="deep_mlp", norm="group", hidden=(16,), batch_size=16, seed=0)
     plan = plan_dp(n=70, batch_size=16, rounds=2, local_epochs=2, noise=0.8, target_epsilon=0.0, delta=1e-5)
     privacy = PrivacyConfig(dp="sample", noise=0.8, clip=0.5, clipping=clipping)
     local = LocalTrainConfig(server_round=2, total_rounds=2, local_epochs=2, partition_id=0, seed=1,
-                             proximal_mu=0.3, optimizer="sgd", lr=0.1)
+                             proximal_mu=0.3, optimizer="sgd", lr=0.1, momentum=momentum)
     torch.manual_seed(0)
     model = cfg.build(12, 5)
     ref = cfg.build(12, 5)
     ref.load_state_dict(model.state_dict())
     dp_local_train(model, x, y, cfg, local, privacy, plan, [])
     xt, yt, seed = torch.as_tensor(x), torch.as_tensor(y), round_seed(local)
-    opt = torch.optim.SGD(ref.parameters(), lr=0.1, weight_decay=cfg.weight_decay)
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1, weight_decay=cfg.weight_decay, momentum=momentum)
     start = [p.detach().clone() for p in ref.parameters()]
     sampler, noise = torch.Generator().manual_seed(seed + 11), torch.Generator().manual_seed(seed + 12)
 
@@ -165,3 +172,28 @@ def test_local_training_and_dp_import_neither_flower_nor_the_federated_engine():
             " and not m.endswith(('.config', '.keys', '._params'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_local_optimizer_takes_momentum_from_the_local_config_or_the_keyword():
+    model = TrainConfig(head="linear").build(6, 3)
+    local = LocalTrainConfig(1, 1, 1, 0, 0, optimizer="sgd", momentum=0.9)
+    assert local.optimizer == "sgd" and isinstance(local.optimizer, OptimizerName)
+    assert local_optimizer(model, local.optimizer, 0.1, 0.0).param_groups[0]["momentum"] == 0.9
+    assert local_optimizer(model, "sgd", 0.1, 0.0).param_groups[0]["momentum"] == 0.0
+    assert local_optimizer(model, "sgd", 0.1, 0.0, momentum=0.5).param_groups[0]["momentum"] == 0.5
+    assert pickle.loads(pickle.dumps(local)) == local and pickle.loads(pickle.dumps(local)).optimizer.momentum == 0.9
+    assert type(local_optimizer(model, LocalTrainConfig(1, 1, 1, 0, 0).optimizer, 0.1, 0.0)) is torch.optim.AdamW
+
+
+def test_momentum_errors_name_the_setting():
+    model = TrainConfig(head="linear").build(6, 3)
+    with pytest.raises(ValueError, match=r"local momentum 0.9 needs local optimizer 'sgd', got 'adamw'.*"
+                                         r"set federated.local_momentum = 0"):
+        LocalTrainConfig(1, 1, 1, 0, 0, optimizer="adamw", momentum=0.9)
+    with pytest.raises(ValueError, match=r"local momentum must be in \[0, 1\), got 1.0 \(set federated.local_momentum\)"):
+        local_optimizer(model, "sgd", 0.1, 0.0, momentum=1.0)
+    with pytest.raises(ConfigError, match=r"federated.local_momentum must be in \[0, 1\), got -0.1"):
+        FedConfig(local_optimizer="sgd", local_momentum=-0.1)
+    with pytest.raises(ConfigError, match="federated.local_momentum = 0.5 needs federated.local_optimizer = 'sgd'"):
+        FedConfig(local_optimizer="adamw", local_momentum=0.5)
+    assert FedConfig(local_optimizer="sgd", local_momentum=0.9).local_momentum == 0.9

@@ -212,7 +212,7 @@ def audit_client_level(run, *, m: int, seed: int = 0, noise_scale: float = 1.0, 
             data = SimpleNamespace(x_train=xc, y_train=yc, x_val=xc[:0], y_val=yc[:0])
             local_train(m_i, data, run.plan.train, LocalTrainConfig(
                 server_round=r, total_rounds=fed.rounds, local_epochs=fed.local_epochs, partition_id=pid,
-                seed=seed, optimizer=fed.local_optimizer, lr=fed.local_lr))
+                seed=seed, optimizer=fed.local_optimizer, lr=fed.local_lr, momentum=fed.local_momentum))
             replies.append([v.detach().double().numpy() for v in m_i.state_dict().values()])
         current = client_dp_release(current, replies, clip=p.clip, noise_multiplier=p.noise_multiplier * noise_scale,
                                     rng=rng, extra_sum=canary_sum, extra_count=int(included.sum()))

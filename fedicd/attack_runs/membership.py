@@ -123,7 +123,8 @@ def _local_round(run, state: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray
     local = LocalTrainConfig(server_round=server_round, total_rounds=fed.rounds, local_epochs=fed.local_epochs,
                              partition_id=partition_id, seed=seed,
                              proximal_mu=fed.proximal_mu if fed.strategy == "fedprox" else 0.0,
-                             optimizer=fed.local_optimizer, lr=float(fed.local_lr))
+                             optimizer=fed.local_optimizer, lr=float(fed.local_lr),
+                             momentum=float(fed.local_momentum))
     model = run.build_head(state)
     if run.plan.privacy.sample_level:
         _dp_local_epochs(model, x, y, run, local, dp_plan or dataclasses.replace(run.plan.privacy.clients[0], n=len(x)))

@@ -37,7 +37,8 @@ def _local_config(msg: Message, setup: ClientSetup, rnd: int) -> LocalTrainConfi
     return LocalTrainConfig(server_round=rnd, total_rounds=fed.rounds, local_epochs=fed.local_epochs,
                             partition_id=setup.pid, seed=setup.plan.seed,
                             proximal_mu=float(msg.content["config"].get("proximal-mu", 0.0)),
-                            optimizer=fed.local_optimizer, lr=float(fed.local_lr))
+                            optimizer=fed.local_optimizer, lr=float(fed.local_lr),
+                            momentum=float(fed.local_momentum))
 
 
 def handle_train(msg: Message, setup: ClientSetup) -> Message:

@@ -42,7 +42,8 @@ class FedConfig:
 
     ``local_optimizer`` is the clients' optimizer: ``"adamw"`` (the paper's,
     re-created every round, as in Flower's examples) or ``"sgd"`` (plain SGD,
-    no state). ``local_lr`` is its peak learning rate (0 = ``train.lr``),
+    no state; ``local_momentum`` adds momentum, reset every round).
+    ``local_lr`` is its peak learning rate (0 = ``train.lr``),
     decayed by the same cosine schedule as centralized training. With small
     clients (~100 notes) a fresh AdamW each round loses much of centralized
     accuracy and plain SGD at a large rate keeps most of it (README,
@@ -57,9 +58,13 @@ class FedConfig:
     local_epochs: int = 1
     """Epochs each sampled client trains on its own notes per round."""
     local_optimizer: str = "adamw"
-    """Clients' optimizer: "adamw" (the paper's, re-created every round) or "sgd" (plain SGD, no state)."""
+    """Clients' optimizer: "adamw" (the paper's, re-created every round) or "sgd" (SGD, with local_momentum)."""
     local_lr: float = 0.0
     """Clients' peak learning rate under the cosine schedule; 0 = train.lr."""
+    local_momentum: float = 0.0
+    """Momentum of the clients' SGD (local_optimizer = "sgd"), in [0, 1); 0 = plain SGD. The buffer starts afresh
+    every round; under sample-level DP it acts on the noised gradients (post-processing: no privacy cost). Must be
+    0 with AdamW."""
     fraction_train: float = 1.0
     """Share of the available clients sampled for training each round, in [0, 1]."""
     fraction_evaluate: float = 0.5
@@ -133,6 +138,11 @@ class FedConfig:
                               f"got {self.local_optimizer!r}")
         if not (self.local_lr >= 0.0 and self.local_lr < float("inf")):
             raise ConfigError(f"federated.local_lr must be >= 0 (0 = train.lr), got {self.local_lr}")
+        if not 0.0 <= self.local_momentum < 1.0:
+            raise ConfigError(f"federated.local_momentum must be in [0, 1), got {self.local_momentum}")
+        if self.local_momentum and self.local_optimizer != "sgd":
+            raise ConfigError(f"federated.local_momentum = {self.local_momentum} needs federated.local_optimizer = "
+                              f"'sgd', got {self.local_optimizer!r} (AdamW keeps its own moments; set it to 0)")
         if self.fault_kind not in FAULT_KINDS:
             raise ConfigError(f"federated.fault_kind must be one of {list(FAULT_KINDS)}, got {self.fault_kind!r}")
         if not 0 < self.client_cpus <= self.total_cpus:

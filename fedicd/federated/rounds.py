@@ -19,9 +19,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from fedicd.federated.records import message_bytes, to_record
 
 __all__ = ["RoundResult", "RoundAggregator", "PlainAggregator", "RoundObserver", "ServerSetup", "reply_metrics",
-           "sorted_replies", "validator_log", "client_epsilons"]
+           "sorted_replies", "validator_log", "client_epsilons", "epsilons_so_far", "BOTH_EPSILONS"]
 
 log = logging.getLogger(__name__)
+
+BOTH_EPSILONS = ("epsilon_rdp", "epsilon_pld")  # every DP history row reports both accountants
 
 
 @dataclass
@@ -63,9 +65,30 @@ def validator_log(strategy) -> list[dict]:
 
 
 def client_epsilons(metrics: list[dict]) -> dict[str, float]:
-    """Every replying client's sample-level ε so far (``epsilon_client_<partition-id>``)."""
-    return {f"epsilon_client_{int(m['partition-id'])}": float(m["epsilon"])
-            for m in metrics if "epsilon" in m and "partition-id" in m}
+    """Every replying client's sample-level ε so far (``epsilon_client_<partition-id>``, the accountant the run
+    selected) and the largest of the replies under each accountant (``epsilon_rdp``, ``epsilon_pld``)."""
+    out = {f"epsilon_client_{int(m['partition-id'])}": float(m["epsilon"])
+           for m in metrics if "epsilon" in m and "partition-id" in m}
+    for key in BOTH_EPSILONS:
+        values = [float(m[key]) for m in metrics if key in m]
+        if values:
+            out[key] = max(values)
+    return out
+
+
+def epsilons_so_far(history: list[dict], row: dict) -> dict[str, float]:
+    """``epsilon_rdp`` and ``epsilon_pld`` of a round's row: the largest over the clients so far.
+
+    A client's ε never falls, so the largest over every client that has trained is the larger of this round's
+    replies and the previous rows (clients not sampled this round keep theirs). Only keys some row carries are
+    returned (none when the replies carry no ε, e.g. under CKKS, where ε would reveal a client's size).
+    """
+    out = {}
+    for key in BOTH_EPSILONS:
+        values = [float(r[key]) for r in (*history, row) if r.get(key) is not None]
+        if values:
+            out[key] = max(values)
+    return out
 
 
 class RoundAggregator:

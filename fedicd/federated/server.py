@@ -22,7 +22,7 @@ from flwr.serverapp import Grid
 from fedicd.federated.checkpoint import load_checkpoint, save_checkpoint
 from fedicd.federated.model import initial_arrays, load_global_model
 from fedicd.federated.records import from_record, message_bytes
-from fedicd.federated.rounds import RoundResult, ServerSetup, sorted_replies, validator_log
+from fedicd.federated.rounds import RoundResult, ServerSetup, epsilons_so_far, sorted_replies, validator_log
 from fedicd.federated.runtime import PROGRESS_LOGGER, RunControl, StoppableGrid, progress_line
 from fedicd.federated.staged import load_server_data
 from fedicd.metrics import choose_threshold, f1_scores
@@ -88,7 +88,7 @@ def _start_state(run_dir: Path, setup: ServerSetup, plan: RunPlan) -> tuple[dict
 
     ckpt = load_checkpoint(run_dir)
     if ckpt is None:
-        return initial_arrays(plan.train, plan.input_dim, plan.n_labels), [], [], 1
+        return initial_arrays(plan.train, plan.input_dim, plan.n_labels, run_dir), [], [], 1  # warm start if staged
     load_strategy_state(setup.strategy, ckpt["strategy_state"])
     for observer in setup.observers:
         observer.on_resume(ckpt["round"])
@@ -104,7 +104,7 @@ def _row(rnd: int, res: RoundResult, evaluated: tuple, setup: ServerSetup) -> di
             "updates_rejected": res.refused, "updated": res.arrays is not None,
             "bytes_sent": res.sent + sent_e, "bytes_received": res.received + received_e,
             **{f"train_{k}": float(v) for k, v in res.metrics.items()
-               if k not in ("partition-id", "epsilon", "unit-weight")},
+               if k not in ("partition-id", "epsilon", "epsilon_rdp", "epsilon_pld", "unit-weight")},
             **res.epsilons, **observed,
             **{f"client_{k}": float(v) for k, v in (eval_metrics or {}).items() if k != "partition-id"}}
 
@@ -147,6 +147,7 @@ def run_rounds(grid: Grid, run_dir: Path, plan: RunPlan, setup: ServerSetup, con
         t0, logged = time.perf_counter(), len(validator)
         _wait_for_nodes(grid, plan.n_clients, float(fed.node_wait_s), rnd, control)
         arrays, row = _round(grid, rnd, arrays, setup, plan, rejections, run_dir)
+        row.update(epsilons_so_far(history, row))
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         rejections.extend(validator[logged:])

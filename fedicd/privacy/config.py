@@ -16,10 +16,13 @@ import numpy as np
 
 from fedicd.errors import ConfigError
 
-__all__ = ["PrivacyConfig", "DP_MODES", "CLIPPING_MODES", "DEFAULT_DELTA", "noise_embeddings"]
+__all__ = ["PrivacyConfig", "DP_MODES", "CLIPPING_MODES", "ACCOUNTANT_CHOICES", "CLIENT_SAMPLING", "DEFAULT_DELTA",
+           "noise_embeddings"]
 
 DP_MODES = ("none", "sample", "client")
 CLIPPING_MODES = ("fused", "ghost", "hooks")
+ACCOUNTANT_CHOICES = ("rdp", "pld")  # fedicd.privacy.accountants.ACCOUNTANTS (kept import-free here)
+CLIENT_SAMPLING = ("fixed", "poisson")
 DEFAULT_DELTA = 1e-5
 
 
@@ -74,6 +77,26 @@ class PrivacyConfig:
     embedding_noise: float = 0.0
     """Gaussian embedding noise sigma (0 = off): each note's vector is scaled to unit length and N(0, sigma^2 I)
     noise is added before the scaler is fitted and before training (a heuristic defence, no epsilon); any dp mode."""
+    accountant: str = "rdp"
+    """The accountant that calibrates sigma and enforces the budget: "rdp" (Renyi DP) or "pld" (privacy loss
+    distributions, tighter); both epsilons are reported either way."""
+    client_sampling: str = "fixed"
+    """Client-level DP: "fixed" (Flower's fixed-size cohort each round, no amplification credited) or "poisson"
+    (each client joins a round independently with rate clients_per_round / population; the amplification is
+    accounted)."""
+    clients_per_round: int = 0
+    """Client-level DP: the (expected) cohort per round; 0 = federated.fraction_train x the number of clients.
+    Under Poisson sampling the noised sum is divided by this fixed number, not by the realised cohort."""
+    adaptive_clipping: bool = False
+    """Client-level DP: adapt the clipping norm each round towards the target_quantile of update norms (Andrew et
+    al. 2021; Flower's adaptive-clipping wrappers); privacy.clip is the initial norm."""
+    target_quantile: float = 0.5
+    """Adaptive clipping: the quantile of client update norms the clipping norm tracks."""
+    clip_count_stddev: float = 0.0
+    """Adaptive clipping: std of the noise on the count of clipped updates; 0 = cohort / 20 (Andrew et al.)."""
+    distributed: bool = False
+    """Client-level DP noise added by the clients, each a share sigma / sqrt(cohort), before SecAgg+ masking, so the
+    server only ever sees the noised sum (needs secure_aggregation.method = "secagg+")."""
 
     def __post_init__(self) -> None:
         if self.dp not in DP_MODES:
@@ -89,6 +112,31 @@ class PrivacyConfig:
         if self.noise < 0 or self.target_epsilon < 0:
             raise ConfigError(f"privacy.noise and privacy.target_epsilon must be >= 0, got {self.noise} and "
                               f"{self.target_epsilon}")
+        if self.accountant not in ACCOUNTANT_CHOICES:
+            raise ConfigError(f"privacy.accountant must be one of {list(ACCOUNTANT_CHOICES)}, got {self.accountant!r}")
+        if self.client_sampling not in CLIENT_SAMPLING:
+            raise ConfigError(f"privacy.client_sampling must be one of {list(CLIENT_SAMPLING)}, "
+                              f"got {self.client_sampling!r}")
+        if isinstance(self.clients_per_round, bool) or not isinstance(self.clients_per_round, int) \
+                or self.clients_per_round < 0:
+            raise ConfigError(f"privacy.clients_per_round must be an integer >= 0 (0 = derived from "
+                              f"federated.fraction_train), got {self.clients_per_round!r}")
+        for name in ("target_quantile", "clip_count_stddev"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"privacy.{name} must be a finite number, got {value!r}")
+        if not 0 < self.target_quantile < 1:
+            raise ConfigError(f"privacy.target_quantile must be in (0, 1), got {self.target_quantile}")
+        if self.clip_count_stddev < 0:
+            raise ConfigError(f"privacy.clip_count_stddev must be >= 0 (0 = cohort / 20), got {self.clip_count_stddev}")
+        if self.dp != "client":
+            client_only = [name for name, on in (("client_sampling = 'poisson'", self.client_sampling == "poisson"),
+                                                 ("clients_per_round", self.clients_per_round > 0),
+                                                 ("adaptive_clipping", self.adaptive_clipping),
+                                                 ("distributed", self.distributed)) if on]
+            if client_only:
+                raise ConfigError(f"privacy.{client_only[0]} is a client-level DP setting; it needs "
+                                  f"privacy.dp = 'client', got dp = {self.dp!r}")
         if self.embedding_noise < 0:
             raise ConfigError(f"privacy.embedding_noise must be >= 0 (0 = off), got {self.embedding_noise}")
         if not 0 <= self.delta < 1:

@@ -14,23 +14,32 @@ __all__ = ["strategy_options", "round_observers", "local_trainer", "reply_metric
 
 
 def strategy_options(plan: PrivacyPlan, strategy_name: str) -> dict:
-    """Keywords of :func:`fedicd.strategies.build_strategy`: under client-level DP, equal client weights and
-    Flower's fixed-clipping wrapper."""
+    """Keywords of :func:`fedicd.strategies.build_strategy`: under client-level DP, equal client weights and the
+    plan's DP wrapper (Flower's fixed or adaptive clipping, or fedicd's Poisson sampling); under distributed DP
+    equal weights only (the clients clip and noise; the server adds nothing)."""
     if not plan.client_level:
         return {}
-    from fedicd.privacy.client_dp_rounds import client_dp_wrapper
     from fedicd.privacy.client_level import UNIT_WEIGHT_KEY
+
+    if plan.distributed:
+        return {"weighted_by_key": UNIT_WEIGHT_KEY}
+    from fedicd.privacy.client_dp_rounds import client_dp_wrapper
 
     return {"weighted_by_key": UNIT_WEIGHT_KEY, "inner_wrappers": [client_dp_wrapper(plan, strategy_name)]}
 
 
 def round_observers(plan: PrivacyPlan, strategy, run_dir: str | Path) -> tuple:
-    """The round loop's observers: the client-level release log and accountant."""
-    if not plan.client_level:
+    """The round loop's observers: the client-level release log and ledger (none under distributed DP)."""
+    if not plan.client_level or plan.distributed:
         return ()
     from fedicd.privacy.client_dp_rounds import ClientDPObserver
+    from fedicd.run_plan import read_plan
 
-    return (ClientDPObserver(strategy, run_dir),)
+    try:
+        seed = read_plan(run_dir).seed  # the Poisson cohort and noise follow the experiment seed
+    except FileNotFoundError:
+        seed = None
+    return (ClientDPObserver(strategy, run_dir, seed),)
 
 
 def local_trainer(run_plan, run_dir: Path, pid: int):
@@ -43,7 +52,8 @@ def local_trainer(run_plan, run_dir: Path, pid: int):
 
 
 def reply_metrics(plan: PrivacyPlan) -> dict:
-    """Metrics every reply carries: equal weights under client-level DP (what its accountant assumes)."""
+    """Metrics every reply carries: equal weights under client-level DP, central or distributed (what its
+    accountant assumes)."""
     if not plan.client_level:
         return {}
     from fedicd.privacy.client_level import UNIT_WEIGHT_KEY
@@ -60,23 +70,44 @@ _MEANING = {
 
 
 def privacy_results(plan: PrivacyPlan, history: list[dict], out: Path) -> dict:
-    """What a paper needs to quote: ε (``epsilon``, with ``epsilon_meaning``), δ, σ, C, steps, the accountant."""
+    """What a paper needs to quote: ε (``epsilon``, with ``epsilon_meaning``), δ, σ, C, steps, the accountant.
+
+    ``epsilon`` is the selected accountant's (``accountant``: ``"rdp"`` or ``"pld"``; the plan's description
+    of it moves to ``accountant_description``); ``epsilon_rdp`` and ``epsilon_pld`` give both, ``None`` where a
+    run did not record one.
+    """
     priv = plan.to_dict()
+    if not (plan.sample_level or plan.client_level):
+        priv.update({"epsilon": None, "epsilon_meaning": _MEANING["none"]})
+        return priv
+    if "accountant" in priv:
+        priv["accountant_description"] = priv.pop("accountant")
     if plan.sample_level:
-        from fedicd.privacy.accounting import epsilon_of, load_history
+        from fedicd.privacy.accounting import epsilons_of, load_history
 
         # from each client's own accountant file: clients that skipped or failed late rounds are still counted
         histories = [load_history(out / "clients" / str(k), 10**9, count_all=plan.secure_rng)
                      for k in range(len(plan.clients))]
-        eps = [epsilon_of(h, c.delta) for h, c in zip(histories, plan.clients)]
-        priv["epsilon"] = max(eps) if eps else None
-        priv["epsilon_per_client"] = {f"client_{k}": e for k, e in enumerate(eps)}
-        priv["epsilon_meaning"] = _MEANING["sample"]
-        priv["steps_per_client"] = [sum(s for *_, s in h) for h in histories]
-    elif plan.client_level:
-        priv["epsilon"] = history[-1].get("client_dp_epsilon") if history else None
-        priv["epsilon_meaning"] = _MEANING["client"]
-        priv["releases"] = history[-1].get("client_dp_releases") if history else 0
+        known: dict[tuple, dict[str, float]] = {}  # equal-sized clients share a history: account it once
+        for h, c in zip(histories, plan.clients):
+            key = (tuple(map(tuple, h)), c.delta)
+            known[key] = known.get(key) or epsilons_of(h, c.delta)
+        both = [known[(tuple(map(tuple, h)), c.delta)] for h, c in zip(histories, plan.clients)]
+        selected = plan.clients[0].calibrated_with if plan.clients else "rdp"
+        worst = {name: max((b[name] for b in both), default=None) for name in ("rdp", "pld")}
+        priv.update({"accountant": selected, "epsilon": worst[selected], "epsilon_rdp": worst["rdp"],
+                     "epsilon_pld": worst["pld"],
+                     "epsilon_per_client": {f"client_{k}": b[selected] for k, b in enumerate(both)},
+                     "epsilon_meaning": _MEANING["sample"],
+                     "steps_per_client": [sum(s for *_, s in h) for h in histories]})
     else:
-        priv.update({"epsilon": None, "epsilon_meaning": _MEANING["none"]})
+        last = history[-1] if history else {}
+        selected = plan.calibrated_with or "rdp"
+        fallback = last.get("client_dp_epsilon")  # older ledgers: one ε, the accountant that calibrated σ
+        eps = {name: last.get(f"client_dp_epsilon_{name}", last.get(f"epsilon_{name}",
+                                                                      fallback if name == selected else None))
+               for name in ("rdp", "pld")}
+        priv.update({"accountant": selected, "epsilon": eps[selected] if eps[selected] is not None else fallback,
+                     "epsilon_rdp": eps["rdp"], "epsilon_pld": eps["pld"], "epsilon_meaning": _MEANING["client"],
+                     "releases": last.get("client_dp_releases", 0)})
     return priv

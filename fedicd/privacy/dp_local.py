@@ -30,7 +30,7 @@ import torch
 
 from fedicd.local_training import (LocalTrainConfig, local_optimizer, proximal_gradient_, round_seed,
                                    run_local_epochs)
-from fedicd.privacy.accounting import DPPlan, PrivacyBudgetExhausted, epsilon_of, plan_dp
+from fedicd.privacy.accounting import DPPlan, PrivacyBudgetExhausted, epsilon_of, epsilons_of, plan_dp
 from fedicd.privacy.config import PrivacyConfig
 from fedicd.privacy.dp_sgd import DPStepper, poisson_batches
 from fedicd.train_config import TrainConfig
@@ -40,25 +40,29 @@ __all__ = ["client_plan", "check_budget", "dp_local_train", "DPRoundResult"]
 
 @functools.lru_cache(maxsize=256)
 def _plan(n: int, batch_size: int, rounds: int, local_epochs: int, noise: float, target_epsilon: float,
-          delta: float) -> DPPlan:
-    return plan_dp(n, batch_size, rounds, local_epochs, noise=noise, target_epsilon=target_epsilon, delta=delta)
+          delta: float, accountant: str) -> DPPlan:
+    return plan_dp(n, batch_size, rounds, local_epochs, noise=noise, target_epsilon=target_epsilon, delta=delta,
+                   accountant=accountant)
 
 
 def client_plan(privacy: PrivacyConfig, n: int, batch_size: int, rounds: int, local_epochs: int) -> DPPlan:
-    """The DP-SGD plan of a client with ``n`` notes (σ calibrated once for the whole run)."""
+    """The DP-SGD plan of a client with ``n`` notes (σ calibrated once for the whole run by
+    ``privacy.accountant``; clients of equal size share one calibration)."""
     return _plan(n, batch_size, rounds, local_epochs, float(privacy.noise), float(privacy.target_epsilon),
-                 privacy.resolved_delta)
+                 privacy.resolved_delta, privacy.accountant)
 
 
 def check_budget(plan: DPPlan, history: list, steps: int, *, partition_id: int, server_round: int) -> float:
-    """ε the client would reach after ``steps`` more steps; raises past a ``target_epsilon`` budget."""
-    eps_next = epsilon_of([*history, (plan.noise_multiplier, plan.sample_rate, steps)], plan.delta)
+    """ε the client would reach after ``steps`` more steps under the plan's accountant (``calibrated_with``);
+    raises :class:`PrivacyBudgetExhausted` past a ``target_epsilon`` budget."""
+    accountant = plan.calibrated_with
+    eps_next = epsilon_of([*history, (plan.noise_multiplier, plan.sample_rate, steps)], plan.delta, accountant)
     if plan.target_epsilon > 0 and eps_next > plan.target_epsilon * (1 + 1e-9):
         raise PrivacyBudgetExhausted(
             f"client {partition_id}: training round {server_round} would raise ε from "
-            f"{epsilon_of(history, plan.delta):.4f} to {eps_next:.4f} at δ={plan.delta:g}, past its budget "
-            f"ε={plan.target_epsilon:g} (σ={plan.noise_multiplier:.4f} was calibrated for {plan.total_steps} steps); "
-            "the client refuses to train")
+            f"{epsilon_of(history, plan.delta, accountant):.4f} to {eps_next:.4f} at δ={plan.delta:g}, past its "
+            f"budget ε={plan.target_epsilon:g} (accountant {accountant}; σ={plan.noise_multiplier:.4f} was "
+            f"calibrated for {plan.total_steps} steps); the client refuses to train")
     return eps_next
 
 
@@ -66,10 +70,12 @@ def check_budget(plan: DPPlan, history: list, steps: int, *, partition_id: int, 
 class DPRoundResult:
     loss: float
     history: list
-    epsilon: float
+    epsilon: float  # under the plan's accountant (calibrated_with)
     steps: int
     empty_batches: int
     clipped_fraction: float
+    epsilon_rdp: float = 0.0
+    epsilon_pld: float = 0.0
 
 
 def dp_local_train(model: torch.nn.Module, x_train, y_train, train_cfg: TrainConfig, local: LocalTrainConfig,
@@ -117,7 +123,8 @@ def _generators(seed: int, secure_rng: bool) -> tuple[torch.Generator, torch.Gen
 
 def _round_result(stepper: DPStepper, plan: DPPlan) -> DPRoundResult:
     s = stepper.stats
+    both = epsilons_of(stepper.history, plan.delta)
     return DPRoundResult(loss=s.loss_sum / s.loss_batches if s.loss_batches else math.nan, history=stepper.history,
-                         epsilon=epsilon_of(stepper.history, plan.delta), steps=s.steps,
-                         empty_batches=s.empty_batches,
-                         clipped_fraction=s.clipped_fraction_sum / s.loss_batches if s.loss_batches else 0.0)
+                         epsilon=both[plan.calibrated_with], steps=s.steps, empty_batches=s.empty_batches,
+                         clipped_fraction=s.clipped_fraction_sum / s.loss_batches if s.loss_batches else 0.0,
+                         epsilon_rdp=both["rdp"], epsilon_pld=both["pld"])

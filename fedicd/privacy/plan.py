@@ -12,12 +12,13 @@ import logging
 
 import torch
 
+from fedicd.errors import ConfigError
 from fedicd.federated.config import FedConfig
 from fedicd.privacy.config import PrivacyConfig
 from fedicd.run_plan import PrivacyPlan
 from fedicd.train_config import TrainConfig
 
-__all__ = ["plan_privacy", "dp_compatible_train"]
+__all__ = ["plan_privacy", "dp_compatible_train", "client_cohort"]
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +65,70 @@ def plan_privacy(privacy: PrivacyConfig, fed: FedConfig, train: TrainConfig, cli
         check_compatible(fed.strategy, dp="sample")  # the strategy's spec says whether it can
         train, notices = dp_compatible_train(train, input_dim, n_labels)
         plans = [client_plan(p, n, train.batch_size, fed.rounds, fed.local_epochs).to_dict() for n in client_sizes]
-        return train, PrivacyPlan.from_dict({**base, "accountant": "opacus RDP (per client, sample-level)",
+        selected = "opacus RDP" if p.accountant == "rdp" else "dp-accounting PLD"
+        return train, PrivacyPlan.from_dict({**base, "accountant": f"{selected} (per client, sample-level)",
                                              "clipping": p.clipping, "head_notices": notices, "clients": plans})
-    from fedicd.privacy.client_level import calibrate_client_noise
+    return _plan_client(p, fed, train, client_sizes, input_dim, n_labels, base)
 
-    # Flower's wrapper adds noise to every array, BatchNorm's running variance included (negative → NaN)
+
+def client_cohort(privacy: PrivacyConfig, fed: FedConfig, population: int) -> int:
+    """The (expected) cohort per round of client-level DP; a named error when the settings contradict it.
+
+    Poisson: ``privacy.clients_per_round`` or ``int(federated.fraction_train · N)``. Fixed: Flower's sampler
+    draws ``max(int(fraction_train · N), min_train)`` clients; ``clients_per_round``, when given, must match it.
+    """
+    p = privacy
+    if p.clients_per_round > population:
+        raise ConfigError(f"privacy.clients_per_round = {p.clients_per_round} is larger than the federation "
+                          f"({population} clients, partition.n_clients): lower it")
+    if p.client_sampling == "poisson":
+        if fed.min_train:
+            raise ConfigError(f"privacy.client_sampling = 'poisson' draws a random cohort, but federated.min_train = "
+                              f"{fed.min_train} fixes its size (Flower's fixed-size sampler, no amplification): set "
+                              "federated.min_train = 0 or privacy.client_sampling = 'fixed'")
+        cohort = p.clients_per_round or int(population * fed.fraction_train)
+        if cohort < 1:
+            raise ConfigError(f"client-level Poisson sampling: federated.fraction_train = {fed.fraction_train} × "
+                              f"{population} clients rounds to an empty cohort; raise federated.fraction_train or "
+                              "set privacy.clients_per_round")
+        return cohort
+    sampled = min(population, max(int(population * fed.fraction_train), fed.node_minimums(population)[1]))
+    if p.clients_per_round and p.clients_per_round != sampled:
+        raise ConfigError(f"privacy.clients_per_round = {p.clients_per_round} under client_sampling = 'fixed', but "
+                          f"Flower's sampler draws {sampled} clients (federated.fraction_train, federated.min_train): "
+                          "make them agree or set privacy.client_sampling = 'poisson'")
+    return sampled
+
+
+def _plan_client(p: PrivacyConfig, fed: FedConfig, train: TrainConfig, client_sizes: list[int], input_dim: int,
+                 n_labels: int, base: dict) -> tuple[TrainConfig, PrivacyPlan]:
+    from fedicd.privacy.client_level import calibrate_client_noise, client_epsilon
+    from fedicd.privacy.poisson_clients import update_noise
+
+    if p.distributed and (p.client_sampling == "poisson" or p.adaptive_clipping):
+        raise ConfigError("privacy.distributed = true runs on SecAgg+'s fixed cohort with a fixed clipping norm: set "
+                          "privacy.client_sampling = 'fixed' and privacy.adaptive_clipping = false")
+    # the DP wrappers add noise to every array, BatchNorm's running variance included (negative → NaN)
     train, notices = dp_compatible_train(train, input_dim, n_labels)
     population = len(client_sizes)
-    sampled = max(int(population * fed.fraction_train), fed.node_minimums(population)[1])
-    noise = (calibrate_client_noise(p.target_epsilon, p.resolved_delta, fed.rounds, sampled, population)
-             if p.target_epsilon > 0 else p.noise)
-    return train, PrivacyPlan.from_dict({**base, "accountant": "flwr RdpAccountant (client-level, no amplification)",
-                                         "head_notices": notices, "noise_multiplier": noise,
-                                         "sampled_clients": sampled, "population": population,
-                                         "client_side_clipping": p.client_side_clipping,
-                                         "noise_std": noise * p.clip / sampled})
+    cohort = client_cohort(p, fed, population)
+    poisson = p.client_sampling == "poisson"
+    q = cohort / population if poisson else 1.0
+    noise = (calibrate_client_noise(p.target_epsilon, p.resolved_delta, fed.rounds, cohort, population,
+                                    accountant=p.accountant, poisson=poisson) if p.target_epsilon > 0 else p.noise)
+    count_std = (p.clip_count_stddev or cohort / 20) if p.adaptive_clipping else 0.0
+    try:
+        update_sigma = update_noise(noise, count_std) if p.adaptive_clipping else noise
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    planned = {name: client_epsilon(noise, fed.rounds, p.resolved_delta, sample_rate=q, accountant=name)
+               for name in ("rdp", "pld")}
+    how = "Poisson client sampling, amplification credited" if poisson else "no amplification"
+    return train, PrivacyPlan.from_dict({
+        **base, "accountant": f"fedicd client ledger: {p.accountant.upper()} (dp-accounting, client-level, {how})",
+        "head_notices": notices, "noise_multiplier": noise, "sampled_clients": cohort, "population": population,
+        "client_side_clipping": p.client_side_clipping, "noise_std": update_sigma * p.clip / cohort,
+        "calibrated_with": p.accountant, "client_sampling": p.client_sampling, "sample_rate": q,
+        "adaptive_clipping": p.adaptive_clipping, "target_quantile": p.target_quantile if p.adaptive_clipping else 0.0,
+        "clip_count_stddev": count_std, "distributed": p.distributed,
+        "planned_epsilon_rdp": planned["rdp"], "planned_epsilon_pld": planned["pld"]})

@@ -1,7 +1,8 @@
 """Sample-level DP as a client's local trainer: one DP-SGD round per train message.
 
 The accountant history lives in the client's directory, keyed by round, so that a resumed run
-spends exactly what an uninterrupted one would; the budget is checked before any step.
+spends exactly what an uninterrupted one would; the budget is checked before any step, by the accountant the
+plan was calibrated with. Each reply carries ``epsilon`` (that accountant's), ``epsilon_rdp`` and ``epsilon_pld``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class DPSampleTrainer(LocalTrainer):
         res = dp_local_train(model, data.x_train, data.y_train, self.plan.train, local, privacy, plan, history,
                              scaffold=False)
         save_history(client_dir, local.server_round, res.history, count_all=privacy.secure_rng)
-        return LocalResult(res.loss, {"epsilon": res.epsilon, "dp_steps": res.steps,
+        return LocalResult(res.loss, {"epsilon": res.epsilon, "epsilon_rdp": res.epsilon_rdp,
+                                      "epsilon_pld": res.epsilon_pld, "dp_steps": res.steps,
                                       "dp_empty_batches": res.empty_batches,
                                       "dp_clipped_fraction": res.clipped_fraction})

@@ -8,6 +8,8 @@
   and the README's headline table.
 * :mod:`fedicd.report.privacy_matrix`: ``docs/results/privacy-matrix.md`` from the archived
   privacy matrices (``experiments/privacy_matrix.py --archive``).
+* :mod:`fedicd.report.privacy_utility`: ``docs/results/privacy-utility.md`` from the archived privacy–utility
+  frontiers (``experiments/privacy_utility.py --archive``).
 * :mod:`fedicd.report.config_docs`: ``docs/config.md`` from the config dataclasses' field docstrings.
 
 :func:`report_runs` is what ``fedicd report RUN_DIR... --out DIR`` does.

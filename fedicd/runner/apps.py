@@ -39,7 +39,7 @@ def build_run_strategy(plan: RunPlan):
 
 def server_setup(plan: RunPlan, run_dir: str | Path) -> ServerSetup:
     strategy = build_run_strategy(plan)
-    return ServerSetup(strategy, secure.round_aggregator(plan),
+    return ServerSetup(strategy, secure.round_aggregator(plan, run_dir=run_dir),
                        privacy.round_observers(plan.privacy, strategy, run_dir))
 
 

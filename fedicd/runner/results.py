@@ -2,7 +2,8 @@
 
 ``results.json`` records the run's outcome, the final global model's val/test metrics (threshold chosen
 on validation), the round history and rejections, what staging recorded (labels, embedding, client
-sizes, load summary, partition), ε and how updates were hidden, the resolved config and the provenance.
+sizes, load summary, partition), ε and how updates were hidden, the public warm start with its zero-shot
+scores (``warm_start``), the resolved config and the provenance.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fedicd.privacy.defences import privacy_results
 from fedicd.run_plan import RunPlan
 from fedicd.secure.round_defences import driver_key, round_aggregator, secure_results
 from fedicd.train import predict_proba
+from fedicd.warm_start.stage import warm_start_results
 
 __all__ = ["finalize", "write_history"]
 
@@ -57,6 +59,7 @@ def finalize(name: str, out: Path, plan: RunPlan, ckpt: dict, seconds: float) ->
                "load_summary": plan.load_summary, "partition": plan.partition,
                "seconds": {"simulation": seconds, "rounds": sum(r["seconds"] for r in history)},
                "privacy": privacy_results(plan.privacy, history, out), "secure_aggregation": secure_results(plan.secure),
+               "warm_start": warm_start_results(out),
                "config": plan.config, "provenance": provenance()}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     write_history(out, history)

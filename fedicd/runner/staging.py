@@ -1,4 +1,5 @@
-"""Stage a federated run: the data (:func:`fedicd.federated.data.stage_data`), then its run plan.
+"""Stage a federated run: the data (:func:`fedicd.federated.data.stage_data`), its public warm start
+(:func:`fedicd.warm_start.stage.stage_warm_start`, when ``[warm_start]`` asks for one), then its run plan.
 
 Every refusal that needs the staged clients or the model (privacy planning, the strategy's arguments,
 secure aggregation's limits) comes before the plan is written, so nothing runs on a plan that fails.
@@ -47,7 +48,9 @@ def _check_secure(plan: RunPlan) -> None:
 def stage_plan(cfg: ExperimentConfig, out: Path) -> RunPlan:
     """Stage ``cfg``'s data under ``out`` and write its run plan."""
     from fedicd.runner.apps import build_run_strategy
+    from fedicd.warm_start.stage import check_warm_start, stage_warm_start
 
+    check_warm_start(cfg)  # before any note is embedded
     staged = stage_data(cfg, out)
     plan = build_plan(cfg, input_dim=staged.input_dim, n_labels=staged.n_labels,
                       client_sizes=staged.partition.sizes, labels=staged.data.label_info,
@@ -55,5 +58,6 @@ def stage_plan(cfg: ExperimentConfig, out: Path) -> RunPlan:
                       partition=staged.partition_info)
     build_run_strategy(plan)  # fail now, not inside the first round
     _check_secure(plan)
+    stage_warm_start(cfg, out, input_dim=staged.input_dim, run_texts=staged.data.notes.texts)
     write_plan(out, plan)
     return plan

@@ -104,8 +104,13 @@ class SecureAggConfig:
         return self.method != "none"
 
 
-def check_secure_compatible(secure: SecureAggConfig, strategy: str, dp: str, mode: str) -> None:
+def check_secure_compatible(secure: SecureAggConfig, strategy: str, dp: str, mode: str, *,
+                            distributed_dp: bool = False) -> None:
     """Refuse, before anything runs, the combinations a secure aggregate cannot serve."""
+    if distributed_dp and secure.method != "secagg+":
+        raise ConfigError("privacy.distributed = true needs secure_aggregation.method = 'secagg+': the clients add "
+                          "their noise shares so that only the masked sum is ever seen; without SecAgg+ the server "
+                          f"would see each noised update (got method = {secure.method!r})")
     if not secure.enabled:
         return
     if mode != "federated":
@@ -118,10 +123,11 @@ def check_secure_compatible(secure: SecureAggConfig, strategy: str, dp: str, mod
                else "its per-client control variates would need their own secure sum")
         raise ConfigError(f"federated.strategy = {strategy!r} cannot run under secure aggregation "
                           f"({secure.method}): {why}; use one of {list(allowed)}")
-    if dp == "client":
+    if dp == "client" and not distributed_dp:
         raise ConfigError(f"privacy.dp = 'client' cannot run under secure aggregation ({secure.method}): Flower's "
                           "client-level DP clips and noises on the server, which never sees the plain updates; "
-                          "use privacy.dp = 'sample' (DP-SGD on the clients, noise added before encryption)")
+                          "use privacy.dp = 'sample' (DP-SGD on the clients, noise added before encryption) or, under "
+                          "SecAgg+, privacy.distributed = true (the clients add the noise shares before masking)")
 
 
 def check_secure_staging(secure: SecureAggConfig, *, client_sizes: list[int], sampled: int,

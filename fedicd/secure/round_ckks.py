@@ -27,7 +27,7 @@ from fedicd.secure.ckks_round import CKKS_RECORD, STATE_KEY, CkksKeyHolder, Ckks
 __all__ = ["CkksAggregator", "CkksCodec"]
 
 # steps = ⌈n/B⌉·epochs and ε (through q = B/n) would give n away; the count travels encrypted
-_REVEALING = ("num-examples", "train_seconds", "epsilon", "dp_steps", "dp_empty_batches")
+_REVEALING = ("num-examples", "train_seconds", "epsilon", "epsilon_rdp", "epsilon_pld", "dp_steps", "dp_empty_batches")
 
 
 class CkksAggregator(RoundAggregator):

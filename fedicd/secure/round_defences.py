@@ -17,8 +17,14 @@ from fedicd.secure.config import SecureAggConfig
 __all__ = ["round_aggregator", "client_codec", "check_keys", "driver_key", "secure_results"]
 
 
-def round_aggregator(plan: RunPlan, secret_path: str | None = None) -> RoundAggregator:
-    """The train rounds' aggregator; under CKKS ``secret_path`` (else the evaluator key) may read the model."""
+def round_aggregator(plan: RunPlan, secret_path: str | None = None, run_dir: str | Path | None = None) -> RoundAggregator:
+    """The train rounds' aggregator; under CKKS ``secret_path`` (else the evaluator key) may read the model.
+
+    Under SecAgg+ with ``privacy.distributed`` the clients add the noise (:mod:`fedicd.privacy.distributed_dp`):
+    SecAgg+ then runs with unit weights and a ``clipping_range`` sized for the noised updates (the configured
+    ``secure_aggregation.max_weight`` and ``clipping_range`` are replaced), and the releases are logged in
+    ``run_dir``.
+    """
     secure = plan.secure
     if secure.method == "ckks":
         from fedicd.secure.round_ckks import CkksAggregator
@@ -28,7 +34,13 @@ def round_aggregator(plan: RunPlan, secret_path: str | None = None) -> RoundAggr
         from fedicd.secure.round_secagg import SecAggAggregator
 
         settings = secure.secagg(largest_client=max(plan.client_sizes))  # max_weight = 0 → the largest client
-        return SecAggAggregator(settings, plan.seed, plan.federated.timeout_s)
+        ddp = None
+        if plan.privacy.client_level and plan.privacy.distributed:
+            from fedicd.privacy.distributed_dp import DistributedDP
+
+            ddp = DistributedDP(plan.privacy, plan.seed, run_dir)
+            settings = ddp.secagg_settings(settings)
+        return SecAggAggregator(settings, plan.seed, plan.federated.timeout_s, ddp)
     return PlainAggregator(plan.federated.timeout_s)
 
 

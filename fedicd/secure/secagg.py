@@ -26,7 +26,9 @@ the weighting and quantisation and the resulting error bound are in
 :mod:`fedicd.secure.secagg_config`.
 
 What the server still sees in plaintext (Flower's design): every survivor's
-weight (``FitRes.num_examples``) and its scalar metrics.
+weight (``FitRes.num_examples``) and its scalar metrics. Under distributed DP
+(:mod:`fedicd.privacy.distributed_dp`) the clients mask clipped, noised updates
+with unit weights and send only their id and clip count in the clear.
 """
 
 from __future__ import annotations

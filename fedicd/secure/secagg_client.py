@@ -11,6 +11,10 @@ handed to the mod as ``FitRes`` (parameters in the order of the server's array n
 
 Stochastic rounding uses numpy's global RNG on the client; the server's rounding seed makes it,
 and so the aggregate, reproducible (masks cancel exactly anyway).
+
+Distributed DP (:mod:`fedicd.privacy.distributed_dp`): when the train config carries a clipping norm and a
+noise share std, the bridge masks not the trained model but its clipped update plus this client's Gaussian
+noise share, with unit weight, and withholds every plaintext metric but the client's id, weight and clip count.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE
 from flwr.compat.common import recorddict_compat as compat
 
+from fedicd.privacy import distributed_dp as ddp
 from fedicd.secure.secagg_config import SecAggPlusConfig
 from fedicd.secure.secagg_messages import ARRAY_NAMES_KEY, CLIPPED_KEY, ROUNDING_SEED_KEY, WEIGHT_KEY_KEY
 
@@ -72,7 +77,7 @@ def _bridge(call_next: Callable[[Message, Context], Message]) -> Callable[[Messa
             raise SecAggClientError(f"the SecAgg+ train message names {len(names)} arrays but carries "
                                     f"{len(ndarrays)} (config key {ARRAY_NAMES_KEY!r} missing?)")
         weight_key = str(fit_cfg.get(WEIGHT_KEY_KEY, "num-examples"))
-        ours = (ARRAY_NAMES_KEY, WEIGHT_KEY_KEY, ROUNDING_SEED_KEY)
+        ours = (ARRAY_NAMES_KEY, WEIGHT_KEY_KEY, ROUNDING_SEED_KEY, *ddp.CLIENT_KEYS)
         config = ConfigRecord({k: v for k, v in fit_cfg.items() if k not in ours})
         arrays = ArrayRecord(array_dict={n: Array(np.ascontiguousarray(a)) for n, a in zip(names, ndarrays)})
         inner = make_message(metadata=msg.metadata, content=RecordDict({"arrays": arrays, "config": config}))
@@ -80,15 +85,31 @@ def _bridge(call_next: Callable[[Message, Context], Message]) -> Callable[[Messa
         if reply.has_error():
             raise SecAggClientError(f"the train handler replied with an error: {reply.error.reason}")
         shapes = {n: a.shape for n, a in zip(names, ndarrays)}
+        who = int(context.node_config.get("partition-id", msg.metadata.dst_node_id))
+        content = _to_fitres(reply.content, shapes, weight_key, context, _noiser(fit_cfg, ndarrays, who))
         if ROUNDING_SEED_KEY in fit_cfg:  # the mod quantises right after this returns
-            who = int(context.node_config.get("partition-id", msg.metadata.dst_node_id))
             np.random.seed(int(np.random.SeedSequence([int(fit_cfg[ROUNDING_SEED_KEY]), who]).generate_state(1)[0]))
-        return Message(_to_fitres(reply.content, shapes, weight_key, context), reply_to=msg)
+        return Message(content, reply_to=msg)
 
     return bridged
 
 
-def _to_fitres(content: RecordDict, shapes: dict[str, tuple], weight_key: str, context: Context) -> RecordDict:
+def _noiser(fit_cfg: ConfigRecord, global_arrays: list[np.ndarray], who: int):
+    """Under distributed DP, ``trained arrays -> clipped update + noise share``; else None."""
+    if ddp.CLIP_KEY not in fit_cfg:
+        return None
+    clip, share_std = float(fit_cfg[ddp.CLIP_KEY]), float(fit_cfg[ddp.SHARE_STD_KEY])
+    seed = int(fit_cfg[ddp.SEED_KEY]) if ddp.SEED_KEY in fit_cfg else None
+    rng = ddp.share_rng(seed, int(fit_cfg.get("server-round", 0)), who)
+
+    def noised(trained: list[np.ndarray]) -> list[np.ndarray]:
+        return ddp.privatise_update(global_arrays, trained, clip, share_std, rng)[0]
+
+    return noised
+
+
+def _to_fitres(content: RecordDict, shapes: dict[str, tuple], weight_key: str, context: Context,
+               noised: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None) -> RecordDict:
     names = list(shapes)
     extra = [k for k in content.array_records if k != "arrays"]
     if extra or "arrays" not in content.array_records:
@@ -109,6 +130,9 @@ def _to_fitres(content: RecordDict, shapes: dict[str, tuple], weight_key: str, c
         metrics.update({k: v for k, v in rec.items() if isinstance(v, _SCALARS)})
     if weight_key not in metrics:
         raise SecAggClientError(f"the reply's metrics lack the weight {weight_key!r}")
+    if noised is not None:  # distributed DP: mask the noised update, with unit weight and no plaintext metrics
+        ndarrays = noised(ndarrays)
+        metrics = {weight_key: 1.0, **{k: metrics[k] for k in ("partition-id",) if k in metrics}}
     weight = metrics[weight_key]
     state = context.state.config_records[RECORD_KEY_STATE]  # written by secaggplus_mod's setup stage
     sa = SecAggPlusConfig(max_weight=float(state["max_weight"]), clipping_range=float(state["clipping_range"]),

@@ -16,6 +16,11 @@ quantisation acting on the spread ``max_i x_i - min_i x_i`` of the entry, and
 the final cast). Entries with ``|dq_i x_i| > c`` are clipped: the client bridge
 (:mod:`fedicd.secure.secagg_client`) counts them (``secagg-clipped-entries``)
 and the server reports the total.
+
+Under distributed DP the masked values are clipped updates plus Gaussian noise
+shares, not model weights: ``max_weight = 1`` and ``c = C·(1 + 8σ/√m)``
+(:func:`fedicd.privacy.distributed_dp.clipping_range`; a noise entry beyond it
+has probability 1.2e-15), so the bound above holds with ``D = k``.
 """
 
 from __future__ import annotations

@@ -79,6 +79,8 @@ class UpdateValidator(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Drop invalid replies; ``(None, None)`` when no valid reply remains."""
         valid, errors = self._filter(server_round, replies, stage="train")
+        if not valid and getattr(self.strategy, "releases_without_replies", False):
+            return self.strategy.aggregate_train(server_round, errors)  # client-level DP's noise-only release
         if not valid:
             logger.warning("round %d: no valid train reply left; keeping the previous model", server_round)
             return None, None

@@ -189,7 +189,7 @@ def _client_run(noise_multiplier):
     parts = [np.arange(0, 20), np.arange(20, 40), np.arange(40, 60)]
     privacy = SimpleNamespace(dp="client", clip=1.0, noise_multiplier=noise_multiplier, delta=1e-5,
                               sampled_clients=3, population=3, target_epsilon=1.0)
-    fed = SimpleNamespace(rounds=2, local_epochs=1, local_optimizer="sgd", local_lr=0.0)
+    fed = SimpleNamespace(rounds=2, local_epochs=1, local_optimizer="sgd", local_lr=0.0, local_momentum=0.0)
     plan = SimpleNamespace(privacy=privacy, federated=fed, train=TRAIN, input_dim=32, n_labels=5)
     return SimpleNamespace(dp="client", run_dir="fake", plan=plan, clients=parts,
                            client_rows=lambda pid: (x[parts[pid]], y[parts[pid]]),

@@ -1,0 +1,115 @@
+"""The zero-shot coder: a head whose output rows are the labels' scaled description vectors.
+
+For the ``"linear"`` head (d → L), row ``j`` of the output layer is ``(τ/√d) · s_j/‖s_j‖`` and its bias ``−τ·c``,
+where ``s_j`` is the run-scaled embedding of code ``j``'s description, ``τ`` is ``warm_start.scale`` and ``c``
+``warm_start.margin``. A standardised note vector ``x`` has ``E‖x‖² = d`` over the training notes (that is what
+the scaler does), so the logit is ``≈ τ·(cos(x, s_j) − c)``: probability 1/2 exactly where the cosine is ``c``,
+and exactly so with ``train.input_norm = "l2"`` (rows rescaled to norm √d). τ and c are public constants, not
+fitted to any private label; the decision threshold of the reported scores is then chosen on validation as for
+every fedicd result.
+
+For the ``"bottleneck"`` head (d → r → L, linear, ``norm = "none"``) the first layer holds the top ``m = min(r,
+k, d)`` right singular vectors ``V_m`` of the k described labels' vectors (uncentred: they keep dot products) and
+output row ``j`` is ``(τ/√d) · V_m s_j/‖s_j‖``: the linear zero-shot coder restricted to the descriptions' main
+subspace (identical to it when ``r ≥ k``). Bottleneck units beyond ``m`` keep their random first-layer rows and get
+zero weight in the described labels' rows. Heads with a non-linear hidden layer (``"mlp"``, ``"deep_mlp"``,
+``"deep_res_mlp"``) cannot read a description vector through their hidden layer: only public pre-training applies
+to them (:func:`check_description_head` refuses ``init = "descriptions"``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedicd.errors import ConfigError
+from fedicd.heads import output_layer
+from fedicd.metrics import choose_threshold, compute_metrics, top_k_labels
+from fedicd.train import predict_proba
+from fedicd.train_config import TrainConfig
+from fedicd.warm_start.config import DESCRIPTION_HEADS, WarmStartConfig
+from fedicd.warm_start.descriptions import DescribedLabels
+
+__all__ = ["check_description_head", "zero_shot_rows", "apply_descriptions", "zero_shot_scores"]
+
+
+def check_description_head(train: TrainConfig) -> None:
+    """Refuse ``warm_start.init = "descriptions"`` for a head that cannot hold the zero-shot coder."""
+    if train.head not in DESCRIPTION_HEADS:
+        raise ConfigError(f"warm_start.init = 'descriptions' needs train.head in {list(DESCRIPTION_HEADS)} (a head "
+                          f"whose output layer reads a linear image of the embedding); head {train.head!r} has a "
+                          "non-linear hidden layer: set warm_start.init = 'random' (public pre-training, "
+                          "warm_start.public_config, still applies) or train.head = 'linear'")
+    if train.head == "bottleneck" and train.norm not in (None, "none"):
+        raise ConfigError(f"warm_start.init = 'descriptions' with train.head = 'bottleneck' needs train.norm = "
+                          f"'none' (a norm at the bottleneck breaks the projection), got {train.norm!r}")
+
+
+def zero_shot_rows(vectors: np.ndarray, scale: float, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """Output weights ``(τ/√d)·s_j/‖s_j‖`` and biases ``−τ·c`` for description vectors ``vectors`` [k, d]."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if (norms <= 0).any():
+        raise ValueError("a description vector is zero after scaling: it has no direction to score by")
+    weights = scale / np.sqrt(vectors.shape[1]) * vectors / norms
+    return weights.astype(np.float32), np.full(len(vectors), -scale * margin, dtype=np.float32)
+
+
+def _linear(model: nn.Module, rows: np.ndarray, biases: np.ndarray, described: np.ndarray) -> None:
+    out = output_layer(model)
+    with torch.no_grad():
+        out.weight[torch.as_tensor(described)] = torch.as_tensor(rows)
+        out.bias[torch.as_tensor(described)] = torch.as_tensor(biases)
+
+
+def _bottleneck(model: nn.Module, vectors: np.ndarray, ws: WarmStartConfig, described: np.ndarray) -> int:
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if len(linears) != 2:
+        raise ValueError(f"a bottleneck head has two nn.Linear layers, found {len(linears)}")
+    down, out = linears
+    rank = down.out_features
+    _, _, vt = np.linalg.svd(vectors.astype(np.float64), full_matrices=False)
+    m = min(rank, vt.shape[0])
+    projected = vectors @ vt[:m].T  # [k, m]
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = np.zeros((len(vectors), rank))
+    rows[:, :m] = ws.scale / np.sqrt(vectors.shape[1]) * projected / norms
+    mask = torch.as_tensor(described)
+    with torch.no_grad():
+        down.weight[:m] = torch.as_tensor(vt[:m], dtype=down.weight.dtype)
+        out.weight[mask] = torch.as_tensor(rows, dtype=out.weight.dtype)
+        out.bias[mask] = -ws.scale * ws.margin
+    return m
+
+
+def apply_descriptions(model: nn.Module, train: TrainConfig, labels: DescribedLabels, ws: WarmStartConfig) -> dict:
+    """Write the zero-shot coder into ``model`` (in place); returns what was done, for the run's record.
+
+    Rows of labels without a description are left as they are (the seeded random initialisation).
+    """
+    check_description_head(train)
+    described = labels.described
+    vectors = labels.vectors[described]
+    info = {"described": int(described.sum()), "labels": len(labels.labels), "missing": list(labels.missing),
+            "scale": ws.scale, "margin": ws.margin}
+    if train.head == "linear":
+        _linear(model, *zero_shot_rows(vectors, ws.scale, ws.margin), described)
+    else:
+        if (np.linalg.norm(vectors, axis=1) <= 0).any():
+            raise ValueError("a description vector is zero after scaling: it has no direction to score by")
+        info["principal_directions"] = _bottleneck(model, vectors, ws, described)
+    return info
+
+
+def zero_shot_scores(model: nn.Module, data: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Validation and test metrics of ``model`` exactly as ``results.json`` scores the final model.
+
+    The threshold is the one best on validation (:func:`fedicd.metrics.choose_threshold`) and top-k F1 uses the
+    50 codes most frequent in training; ``data`` is :func:`fedicd.federated.staged.load_server_data`'s.
+    """
+    probs = {p: predict_proba(model, data[f"x_{p}"]) for p in ("val", "test")}
+    threshold = choose_threshold(data["y_val"], probs["val"])
+    frequent = top_k_labels(data["y_train"], 50)
+    return {p: compute_metrics(data[f"y_{p}"], probs[p], threshold=threshold, frequent=frequent)
+            for p in ("val", "test")}
