@@ -31,7 +31,9 @@ Renyi Differential Privacy", ICLR). This script therefore tunes on a public
 stand-in: the synthetic corpus generated with a different seed
 (``--tuning-seed``, default 1) than the evaluation federation (the config's
 own ``seed``, 0 in fedicd's configs): other notes, other patients, the same
-generator. Only the selected setting then runs once on the evaluation
+generator; or a public corpus's own config (``--tuning-config``, e.g.
+``experiments/configs/synthetic_public.toml``, at its own seed; one whose
+``[data]`` and seed are the evaluation config's is reported as private). Only the selected setting then runs once on the evaluation
 federation, and its validation and test scores are reported as the result
 (``evaluation`` in ``dp_sweep.json``). A run with ``--tuning-seed`` equal to
 the evaluation seed says so in its outputs: it tuned on the private
@@ -275,9 +277,21 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def tuning_set(config: str | None, tuning_seed: int, eval_seed: int) -> str:
-    """The sentence naming the data the sweep tuned on."""
+def tuning_set(config: str | None, tuning_seed: int, eval_seed: int, *, tuning_config: str | None = None,
+               same_data: bool = False) -> str:
+    """The sentence naming the data the sweep tuned on.
+
+    ``tuning_config``: the ``--tuning-config`` tuned on (``tuning_seed`` is then its seed); ``same_data``: its
+    ``[data]`` and seed are the evaluation config's, i.e. it is the evaluation federation itself.
+    """
     name = config or "fedicd's default config"
+    if tuning_config and not same_data:
+        return (f"{tuning_config} at seed {tuning_seed} (a public stand-in corpus: not the data of {name} at seed "
+                f"{eval_seed}), selection on its validation split; the test split never chooses.")
+    if tuning_config:
+        return (f"{tuning_config} at seed {tuning_seed}: the same [data] and seed as {name}, i.e. the evaluation "
+                "federation itself (its validation split). Tuning on private data has a privacy cost not accounted "
+                "here (Papernot & Steinke 2022).")
     if tuning_seed == eval_seed:
         return (f"{name} at seed {tuning_seed}: the evaluation federation itself (its validation split). "
                 "Tuning on private data has a privacy cost not accounted here (Papernot & Steinke 2022).")
@@ -294,7 +308,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--max-trials", type=int, default=0, help="cap of --search product (0 = all)")
     ap.add_argument("--epsilon", type=float, default=8.0)
     ap.add_argument("--accountant", choices=("rdp", "pld"), default="rdp")
-    ap.add_argument("--tuning-seed", type=int, default=1)
+    ap.add_argument("--tuning-seed", type=int, default=1, help="regenerate --config at this seed to tune on "
+                    "(ignored with --tuning-config, which tunes at its own seed)")
+    ap.add_argument("--tuning-config", help="tune on this config (a public corpus, at its own seed) instead of "
+                    "--config regenerated at --tuning-seed")
     ap.add_argument("--no-evaluate", action="store_true", help="skip the selected setting's evaluation run")
     ap.add_argument("--out", type=Path, default=Path("runs/dp_sweep"))
     return ap.parse_args(argv)
@@ -311,8 +328,15 @@ def main(argv=None) -> dict:
     rounds, local_epochs = base_cfg.federated.rounds, base_cfg.federated.local_epochs
     grid = GRIDS[args.grid]
     trials: list[dict] = []
-    run = make_runner(args.config, [*args.overrides, *dp, f"seed={args.tuning_seed}"], args.out / "tuning",
-                      rounds, local_epochs, trials)
+    tuning_seed, same_data = args.tuning_seed, False
+    if args.tuning_config:
+        tuning_cfg = load_config(args.tuning_config, args.overrides)
+        tuning_seed, same_data = tuning_cfg.seed, (tuning_cfg.data, tuning_cfg.seed) == (base_cfg.data, eval_seed)
+        run = make_runner(args.tuning_config, [*args.overrides, *dp], args.out / "tuning", rounds, local_epochs,
+                          trials)
+    else:
+        run = make_runner(args.config, [*args.overrides, *dp, f"seed={args.tuning_seed}"], args.out / "tuning",
+                          rounds, local_epochs, trials)
     if args.search == "coordinate":
         coordinate_search(grid, run)
     else:
@@ -320,8 +344,10 @@ def main(argv=None) -> dict:
             run(choice)
     best = select(trials)
     report = {"epsilon": args.epsilon, "accountant": args.accountant, "grid": args.grid, "search": args.search,
-              "config": args.config, "overrides": args.overrides, "tuning_seed": args.tuning_seed,
-              "evaluation_seed": eval_seed, "tuning_set": tuning_set(args.config, args.tuning_seed, eval_seed),
+              "config": args.config, "overrides": args.overrides, "tuning_seed": tuning_seed,
+              "evaluation_seed": eval_seed, "tuning_config": args.tuning_config,
+              "tuning_set": tuning_set(args.config, tuning_seed, eval_seed, tuning_config=args.tuning_config,
+                                       same_data=same_data),
               "selected": best["index"], "trials": trials}
     if not args.no_evaluate:
         evaluation: list[dict] = []

@@ -72,21 +72,24 @@ BOTTLENECK = Lever("bottleneck", "rank-64 bottleneck head d→64→L (local Adam
                    ('train.head="bottleneck"', "train.hidden=[64]", "federated.local_lr=0.01"))
 L2 = Lever("l2_input", "paper recipe with L2-normalised inputs", ('train.input_norm="l2"',))
 ZERO = Lever("descriptions", "linear head initialised from ICD-10-CM description embeddings, then trained",
-             ('train.head="linear"', "federated.local_lr=0.01", "warm_start.label_descriptions=true"))
+             ('train.head="linear"', "federated.local_lr=0.01", 'warm_start.init="descriptions"'))
 DPSGD = Lever("dpsgd_tuned", "paper head, DP-SGD as tuned: local SGD + momentum, large batches, small clip",
               ('federated.local_optimizer="sgd"', "federated.local_momentum=0.9", "federated.local_lr=2.0",
                "train.batch_size=512", "privacy.clip=0.1"))
 TOGETHER = Lever("together", "PLD + linear head + L2 inputs + description warm start + tuned DP-SGD",
                  ('privacy.accountant="pld"', 'train.head="linear"', 'train.input_norm="l2"',
-                  "warm_start.label_descriptions=true", 'federated.local_optimizer="sgd"',
+                  'warm_start.init="descriptions"', 'federated.local_optimizer="sgd"',
                   "federated.local_momentum=0.9", "federated.local_lr=2.0", "train.batch_size=512",
                   "privacy.clip=0.1"))
 
+# fraction_train = 0.1 (with fixed_cohort's min_train = 100; Poisson sampling needs min_train = 0, which Flower
+# reads as 1,000 // 2): Flower's fixed-size sampler draws the 100 clients per round that clients_per_round says
 CLIENT_BASE = ("partition.n_clients=1000", "partition.min_partition_size=1", 'privacy.client_sampling="poisson"',
-               "privacy.clients_per_round=100", "federated.rounds=100", "federated.min_train=0",
+               "privacy.clients_per_round=100", "federated.fraction_train=0.1", "federated.rounds=100",
+               "federated.min_train=0",
                "federated.min_available=0", "privacy.clip=1.0")
 C_FIXED = Lever("fixed_cohort", "100 of 1,000 clients per round by Flower's fixed-size sampler (no amplification "
-                "credited), linear head, server-side clipping", ('privacy.client_sampling="fixed"',
+                "credited), linear head, server-side clipping", ('privacy.client_sampling="fixed"', "federated.min_train=100",
                                                                 'train.head="linear"', "federated.local_lr=0.01"))
 C_POISSON = Lever("poisson", "Poisson sampling of 100 of 1,000 clients per round (amplification accounted), "
                   "linear head", ('train.head="linear"', "federated.local_lr=0.01"))
@@ -97,7 +100,7 @@ C_ADAPTIVE = Lever("adaptive", "Poisson + PLD + adaptive clipping (median of upd
                     "privacy.adaptive_clipping=true"))
 C_TOGETHER = Lever("together", "Poisson + PLD + description warm start + linear head + L2 inputs",
                    ('train.head="linear"', "federated.local_lr=0.01", 'privacy.accountant="pld"',
-                    'train.input_norm="l2"', "warm_start.label_descriptions=true"))
+                    'train.input_norm="l2"', 'warm_start.init="descriptions"'))
 
 SUITES = {
     "sample24k": Suite(
@@ -146,15 +149,38 @@ def row_of(suite: Suite, lever: Lever, eps: float, res: dict, run_dir: Path) -> 
             "target_epsilon": eps, "epsilon": priv.get("epsilon"), "epsilon_rdp": priv.get("epsilon_rdp"),
             "epsilon_pld": priv.get("epsilon_pld"), "accountant": priv.get("accountant"), "sigma": sigma,
             "clip": priv.get("clip"), "micro_f1": res["test"]["micro_f1"], "macro_f1": res["test"]["macro_f1"],
-            "val_micro_f1": (res.get("validation") or {}).get("micro_f1"),
+            "val_micro_f1": (res.get("val") or {}).get("micro_f1"),
             "zero_shot_micro_f1": (ws.get("test") or {}).get("micro_f1"),
             "zero_shot_macro_f1": (ws.get("test") or {}).get("macro_f1"),
             "clients": len(res.get("client_sizes") or []), "rounds": len(res.get("history") or []),
             "seconds": (res.get("seconds") or {}).get("simulation"), "run": str(run_dir)}
 
 
-def run_one(suite: Suite, lever: Lever, eps: float, out: Path, *, fresh: bool, extra: list[str]) -> dict:
+def run_overrides(suite: Suite, lever: Lever, eps: float, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The config overrides of one (lever, ε) run of ``suite`` (ε = ∞: the lever without any privacy.* key)."""
+    lever_sets = list(lever.overrides) if not math.isinf(eps) else strip_private(lever.overrides)
+    overrides = [*suite.base, *lever_sets, *dp_overrides(suite.dp, eps), *extra]
+    if math.isinf(eps):
+        overrides = [o for o in overrides if not o.startswith("privacy.")] + ['privacy.dp="none"']
+    return overrides
+
+
+def lever_config(suite: Suite, lever: Lever, eps: float, extra: list[str] | tuple[str, ...] = ()):
+    """The :class:`fedicd.config.ExperimentConfig` of one (lever, ε) run of ``suite`` (validated, nothing run)."""
     from fedicd.config import load_config
+
+    return load_config(ROOT / suite.config, run_overrides(suite, lever, eps, extra))
+
+
+def run_grid(suite: Suite, levers: list[str] | None = None,
+             epsilons: tuple[float, ...] | None = None) -> list[tuple[Lever, float]]:
+    """The (lever, ε) pairs a suite runs: each lever's ε = ∞ row (unless private-only), then every ε."""
+    chosen = [lv for lv in suite.levers if not levers or lv.name in levers]
+    grid = [(lv, math.inf) for lv in chosen if lv.name not in suite.private_only]
+    return grid + [(lv, e) for e in (epsilons or suite.epsilons) for lv in chosen]
+
+
+def run_one(suite: Suite, lever: Lever, eps: float, out: Path, *, fresh: bool, extra: list[str]) -> dict:
     from fedicd.runner.simulation import run_federated
 
     tag = f"{lever.name}_eps{'inf' if math.isinf(eps) else f'{eps:g}'}"
@@ -164,12 +190,8 @@ def run_one(suite: Suite, lever: Lever, eps: float, out: Path, *, fresh: bool, e
         return row_of(suite, lever, eps, json.loads(done.read_text()), run_dir)
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    lever_sets = list(lever.overrides) if not math.isinf(eps) else strip_private(lever.overrides)
-    overrides = [*suite.base, *lever_sets, *dp_overrides(suite.dp, eps), *extra, f'name="{suite.name}_{tag}"']
-    if math.isinf(eps):
-        overrides = [o for o in overrides if not o.startswith("privacy.")] + ['privacy.dp="none"']
     t0 = time.time()
-    res = run_federated(load_config(ROOT / suite.config, overrides), run_dir)
+    res = run_federated(lever_config(suite, lever, eps, [*extra, f'name="{suite.name}_{tag}"']), run_dir)
     row = row_of(suite, lever, eps, res, run_dir)
     row["wall_seconds"] = time.time() - t0
     return row
@@ -179,9 +201,7 @@ def run_suite(suite: Suite, out: Path, *, fresh: bool, extra: list[str], epsilon
               levers: list[str] | None) -> dict:
     rows, failures = [], []
     chosen = [lv for lv in suite.levers if not levers or lv.name in levers]
-    grid = [(lv, math.inf) for lv in chosen if lv.name not in suite.private_only]
-    grid += [(lv, e) for e in (epsilons or suite.epsilons) for lv in chosen]
-    for lever, eps in grid:
+    for lever, eps in run_grid(suite, levers, epsilons):
         try:
             rows.append(run_one(suite, lever, eps, out, fresh=fresh, extra=extra))
             r = rows[-1]

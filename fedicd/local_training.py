@@ -32,7 +32,7 @@ from fedicd.train import Batch, Step, TrainConfig, plain_step, run_epoch, shuffl
 if TYPE_CHECKING:
     from flwr.app import ArrayRecord
 
-__all__ = ["LocalData", "LocalTrainConfig", "OptimizerName", "round_lr", "round_seed", "local_optimizer", "set_lr", "build_model",
+__all__ = ["LocalData", "LocalTrainConfig", "round_lr", "round_seed", "local_optimizer", "set_lr", "build_model",
            "local_train", "run_local_epochs", "evaluate_local", "proximal_term", "proximal_gradient_",
            "scaffold_correct_gradients_"]
 
@@ -46,31 +46,13 @@ class LocalData(Protocol):
     y_val: np.ndarray
 
 
-class OptimizerName(str):
-    """An optimizer's name (compares equal to the plain string) that also carries its SGD ``momentum``.
-
-    :class:`LocalTrainConfig` stores its ``optimizer`` as one, so every caller of
-    ``local_optimizer(model, local.optimizer, lr, wd)`` (DP-SGD's loop included) gets the run's momentum
-    without passing it.
-    """
-
-    momentum: float = 0.0
-
-    def __new__(cls, name: str, momentum: float = 0.0) -> "OptimizerName":
-        obj = super().__new__(cls, name)
-        obj.momentum = float(momentum)
-        return obj
-
-    def __reduce__(self):  # pickles (Ray) with its momentum
-        return OptimizerName, (str(self), self.momentum)
-
-
 @dataclass(frozen=True)
 class LocalTrainConfig:
     """What one client does in one round.
 
     ``momentum`` is the local SGD's momentum (``federated.local_momentum``, in [0, 1); 0 = plain SGD); it must
-    be 0 for AdamW. ``optimizer`` becomes an :class:`OptimizerName` carrying it.
+    be 0 for AdamW. Pass it on explicitly: ``local_optimizer(model, local.optimizer, lr, wd,
+    momentum=local.momentum)``.
     """
 
     server_round: int
@@ -85,7 +67,6 @@ class LocalTrainConfig:
 
     def __post_init__(self) -> None:
         _check_momentum(self.optimizer, self.momentum)
-        object.__setattr__(self, "optimizer", OptimizerName(str(self.optimizer), self.momentum))
 
 
 def round_lr(base_lr: float, epoch_index: int, total_epochs: int) -> float:
@@ -99,15 +80,12 @@ def round_seed(local: LocalTrainConfig) -> int:
 
 
 def local_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float, *,
-                    momentum: float | None = None) -> torch.optim.Optimizer:
+                    momentum: float = 0.0) -> torch.optim.Optimizer:
     """A fresh local optimizer (no state, momentum buffers included, is carried between rounds).
 
-    ``name`` is "adamw" or "sgd"; ``momentum`` (SGD only, in [0, 1)) defaults to the one an
-    :class:`OptimizerName` carries (``local.optimizer``), else 0. Raises ValueError for an unknown name, a
-    momentum outside [0, 1), or a momentum with AdamW.
+    ``name`` is "adamw" or "sgd"; ``momentum`` (SGD only, in [0, 1); callers pass ``local.momentum``).
+    Raises ValueError for an unknown name, a momentum outside [0, 1), or a momentum with AdamW.
     """
-    if momentum is None:
-        momentum = getattr(name, "momentum", 0.0)
     _check_momentum(name, momentum)
     if name == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -120,7 +98,7 @@ def _check_momentum(name: str, momentum: float) -> None:
     if not (isinstance(momentum, (int, float)) and 0.0 <= momentum < 1.0):
         raise ValueError(f"local momentum must be in [0, 1), got {momentum!r} (set federated.local_momentum)")
     if momentum and name != "sgd":
-        raise ValueError(f"local momentum {momentum} needs local optimizer 'sgd', got {str(name)!r} "
+        raise ValueError(f"local momentum {momentum} needs local optimizer 'sgd', got {name!r} "
                          "(AdamW keeps its own moments: set federated.local_momentum = 0)")
 
 
@@ -161,7 +139,7 @@ def local_train(model: torch.nn.Module, data: LocalData, train_cfg: TrainConfig,
     loss_fn = train_cfg.loss()
     after_loss, before_update = _strategy_hooks(model, local.proximal_mu, scaffold_c, scaffold_c_i)
     peak_lr = local.lr or train_cfg.lr
-    opt = local_optimizer(model, local.optimizer, peak_lr, train_cfg.weight_decay)
+    opt = local_optimizer(model, local.optimizer, peak_lr, train_cfg.weight_decay, momentum=local.momentum)
     step = plain_step(model, opt, loss_fn, after_loss=after_loss, before_update=before_update)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(round_seed(local))

@@ -84,3 +84,7 @@ def test_coordinate_search_tunes_one_axis_at_a_time_on_validation():
 def test_tuning_set_names_the_data():
     assert "public stand-in" in dp_sweep.tuning_set("c.toml", 1, 0)
     assert "Papernot & Steinke" in dp_sweep.tuning_set("c.toml", 0, 0)
+    public = dp_sweep.tuning_set("eval.toml", 1, 0, tuning_config="public.toml")
+    assert "public.toml at seed 1 (a public stand-in corpus" in public and "Papernot" not in public
+    same = dp_sweep.tuning_set("eval.toml", 0, 0, tuning_config="copy.toml", same_data=True)
+    assert "evaluation federation itself" in same and "Papernot & Steinke" in same and "public" not in same

@@ -5,6 +5,7 @@ operations in the same order), so a later change of :func:`fedicd.train.run_epoc
 single bit of central, federated or DP-SGD training fails here.
 """
 
+import dataclasses
 import math
 import pickle
 import subprocess
@@ -15,7 +16,7 @@ import torch
 
 from fedicd.errors import ConfigError
 from fedicd.federated.config import FedConfig
-from fedicd.local_training import (LocalTrainConfig, OptimizerName, local_optimizer, local_train, proximal_term,
+from fedicd.local_training import (LocalTrainConfig, local_optimizer, local_train, proximal_term,
                                    round_lr, round_seed)
 from fedicd.privacy.accounting import plan_dp
 from fedicd.privacy.config import PrivacyConfig
@@ -174,15 +175,31 @@ def test_local_training_and_dp_import_neither_flower_nor_the_federated_engine():
     assert out.strip() == "[]"
 
 
-def test_local_optimizer_takes_momentum_from_the_local_config_or_the_keyword():
+def test_local_optimizer_takes_momentum_only_as_an_explicit_keyword():
     model = TrainConfig(head="linear").build(6, 3)
     local = LocalTrainConfig(1, 1, 1, 0, 0, optimizer="sgd", momentum=0.9)
-    assert local.optimizer == "sgd" and isinstance(local.optimizer, OptimizerName)
-    assert local_optimizer(model, local.optimizer, 0.1, 0.0).param_groups[0]["momentum"] == 0.9
-    assert local_optimizer(model, "sgd", 0.1, 0.0).param_groups[0]["momentum"] == 0.0
-    assert local_optimizer(model, "sgd", 0.1, 0.0, momentum=0.5).param_groups[0]["momentum"] == 0.5
-    assert pickle.loads(pickle.dumps(local)) == local and pickle.loads(pickle.dumps(local)).optimizer.momentum == 0.9
+    assert type(local.optimizer) is str and local.optimizer == "sgd"
+    assert local_optimizer(model, local.optimizer, 0.1, 0.0, momentum=local.momentum).param_groups[0]["momentum"] == 0.9
+    assert local_optimizer(model, local.optimizer, 0.1, 0.0).param_groups[0]["momentum"] == 0.0
+    back = pickle.loads(pickle.dumps(local))
+    assert back == local and back.momentum == 0.9
+    assert dataclasses.replace(local, momentum=0.5).momentum == 0.5
     assert type(local_optimizer(model, LocalTrainConfig(1, 1, 1, 0, 0).optimizer, 0.1, 0.0)) is torch.optim.AdamW
+
+
+def test_every_local_optimizer_caller_passes_the_local_momentum():
+    """Momentum is explicit: each caller that holds a LocalTrainConfig hands ``local.momentum`` on."""
+    import inspect
+
+    import fedicd.attack_runs.audit as audit
+    import fedicd.attack_runs.membership as membership
+    import fedicd.attack_runs.update_inversion as update_inversion
+    import fedicd.local_training as local_training
+    import fedicd.privacy.dp_local as dp_local
+
+    for module in (local_training, dp_local, audit, membership, update_inversion):
+        calls = [line for line in inspect.getsource(module).splitlines() if "= local_optimizer(model" in line]
+        assert calls and all("momentum=local.momentum" in line for line in calls), (module.__name__, calls)
 
 
 def test_momentum_errors_name_the_setting():

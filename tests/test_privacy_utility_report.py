@@ -98,9 +98,46 @@ def test_row_of_reads_both_epsilons_and_the_zero_shot_score(tmp_path):
     suite = mod.SUITES["sample24k"]
     res = {"privacy": {"epsilon": 7.99, "epsilon_rdp": 8.6, "epsilon_pld": 7.99, "accountant": "pld", "clip": 0.1,
                        "clients": [{"noise_multiplier": 1.1}, {"noise_multiplier": 1.3}]},
-           "test": {"micro_f1": 0.5, "macro_f1": 0.2}, "validation": {"micro_f1": 0.52},
+           "test": {"micro_f1": 0.5, "macro_f1": 0.2}, "val": {"micro_f1": 0.52},
            "warm_start": {"zero_shot": {"test": {"micro_f1": 0.3, "macro_f1": 0.1}}},
            "client_sizes": [840] * 20, "history": [{}] * 20, "seconds": {"simulation": 60.0}}
     row = mod.row_of(suite, suite.levers[0], 8.0, res, tmp_path)
     assert (row["epsilon_rdp"], row["epsilon_pld"], row["sigma"], row["zero_shot_micro_f1"]) == (8.6, 7.99, 1.3, 0.3)
-    assert (row["dp"], row["clients"], row["rounds"]) == ("sample", 20, 20)
+    assert (row["dp"], row["clients"], row["rounds"], row["val_micro_f1"]) == ("sample", 20, 20, 0.52)
+
+
+def _suites_to_check(mod):
+    """Every suite; CodiEsp's only where its data folder exists (its config checks the path)."""
+    for suite in mod.SUITES.values():
+        if suite.name == "codiesp" and not (ROOT / "../shared/data/codiesp").is_dir():
+            continue
+        yield suite
+
+
+@pytest.mark.skipif(not (ROOT / "../shared/data/codiesp").is_dir(),
+                    reason="../shared/data/codiesp is absent: the CodiEsp suite's levers are not checked")
+def test_codiesp_suite_levers_are_checked_here():
+    assert "codiesp" in [s.name for s in _suites_to_check(_script())]
+
+
+def test_every_lever_of_every_suite_is_a_valid_config_and_plan():
+    """Each (suite, lever, ε) loads as a config; its warm start fits its head; its privacy plan builds."""
+    from fedicd.privacy.plan import plan_privacy
+    from fedicd.warm_start.stage import check_warm_start
+
+    mod = _script()
+    for suite in _suites_to_check(mod):
+        for lever, eps in mod.run_grid(suite):
+            cfg = mod.lever_config(suite, lever, eps)
+            check_warm_start(cfg)
+            assert cfg.privacy.dp == ("none" if math.isinf(eps) else suite.dp), (suite.name, lever.name, eps)
+            assert math.isinf(eps) or cfg.privacy.target_epsilon == eps
+            if eps == max(suite.epsilons) or math.isinf(eps):  # σ calibration is slow: one private ε per lever
+                n = cfg.partition.n_clients
+                plan_privacy(cfg.privacy, cfg.federated, cfg.train, [16_800 // n] * n, 384, 60)
+    client = mod.SUITES["client1000"]
+    fixed = mod.lever_config(client, client.levers[0], 8.0)
+    assert (fixed.privacy.client_sampling, fixed.privacy.clients_per_round) == ("fixed", 100)
+    assert fixed.federated.node_minimums(1000)[1] == 100 == int(1000 * fixed.federated.fraction_train)
+    descriptions = mod.lever_config(mod.SUITES["sample24k"], mod.ZERO, 8.0)
+    assert (descriptions.warm_start.init, descriptions.train.head) == ("descriptions", "linear")

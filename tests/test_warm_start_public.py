@@ -97,3 +97,32 @@ def test_missing_public_config_and_shared_notes_are_refused(setup) -> None:
     with pytest.raises(ConfigError, match="notes of the run's own corpus"):
         pretrain_public(seeded_model(cfg.train, 8, 5), cfg, run_labels, StandardScaler(),
                         public.notes.texts[:3], encoder=encoder)
+
+
+def test_a_warm_start_under_sample_dp_is_built_for_the_planned_head(setup) -> None:
+    """Sample-level DP turns a BatchNorm head into norm = "group": the staged warm start must be that head's."""
+    from fedicd.data.labels import fit_binarizer, save_binarizer
+    from fedicd.federated.data import stage_arrays
+    from fedicd.federated.model import INITIAL_MODEL, initial_arrays
+    from fedicd.partition import iid_partition
+    from fedicd.privacy.plan import dp_compatible_train
+    from fedicd.scaling import save_scaler
+    from fedicd.warm_start.stage import stage_warm_start
+
+    cfg, run_labels, _, encoder, tmp_path = setup
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, head="deep_mlp", hidden=(16, 8)))
+    dp_train, notices = dp_compatible_train(cfg.train, 8, len(run_labels))
+    assert notices and dp_train.norm == "group"
+    run, rng = tmp_path / "run", np.random.default_rng(0)
+    feats = {p: rng.normal(size=(n, 8)).astype(np.float32) for p, n in (("train", 30), ("val", 20), ("test", 20))}
+    labels = {p: (rng.random((len(f), len(run_labels))) < 0.4).astype(np.float32) for p, f in feats.items()}
+    stage_arrays(run, feats, labels, iid_partition([()] * 30, 3, seed=0), iid_partition([()] * 20, 3, seed=1))
+    save_binarizer(fit_binarizer([run_labels]), run / "labels.json")
+    save_scaler(StandardScaler().fit(feats["train"]), run / "scaler.npz")
+    stage_warm_start(cfg, run, input_dim=8, encoder=encoder, train=dp_train)
+    round_zero = initial_arrays(dp_train, 8, len(run_labels), run)
+    with np.load(run / INITIAL_MODEL) as saved:
+        assert sorted(saved.files) == sorted(round_zero) and not any("running_mean" in k for k in saved.files)
+    stage_warm_start(cfg, run, input_dim=8, encoder=encoder)  # the config's BatchNorm head: not the planned one
+    with pytest.raises(ValueError, match="does not fit the run's head"):
+        initial_arrays(dp_train, 8, len(run_labels), run)

@@ -111,7 +111,7 @@ def _dp_sgd_rounds(model, x, y, train_cfg, plan, *, clip: float, clipping: str, 
     for r in range(1, rounds + 1):
         local = LocalTrainConfig(server_round=r, total_rounds=rounds, local_epochs=local_epochs, partition_id=0,
                                  seed=seed, optimizer=optimizer, lr=lr)
-        opt = local_optimizer(model, optimizer, lr, train_cfg.weight_decay)
+        opt = local_optimizer(model, local.optimizer, lr, train_cfg.weight_decay, momentum=local.momentum)
         sampler = torch.Generator().manual_seed(seed * 7919 + r * 2 + 1)
         noise = torch.Generator().manual_seed(seed * 7919 + r * 2 + 2)
         before = None if on_round is None else {k: v.detach().clone() for k, v in model.named_parameters()}

@@ -143,7 +143,7 @@ def _dp_local_epochs(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, run, 
     train, privacy = run.plan.train, run.plan.privacy
     xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
     peak_lr = local.lr or train.lr
-    opt = local_optimizer(model, local.optimizer, peak_lr, train.weight_decay)
+    opt = local_optimizer(model, local.optimizer, peak_lr, train.weight_decay, momentum=local.momentum)
     hook = None
     if local.proximal_mu > 0:
         anchor = [p.detach().clone() for p in model.parameters()]

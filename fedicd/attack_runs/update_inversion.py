@@ -127,7 +127,7 @@ def client_update(state: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, tr
 
 
 def _dp_step(model, x, y, cfg: TrainConfig, local: LocalTrainConfig, privacy: PrivacyConfig, plan: DPPlan) -> None:
-    opt = local_optimizer(model, local.optimizer, local.lr, cfg.weight_decay)
+    opt = local_optimizer(model, local.optimizer, local.lr, cfg.weight_decay, momentum=local.momentum)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(local.seed)
         stepper = DPStepper(model, opt, cfg.loss(), plan, clip=privacy.clip, clipping=privacy.clipping,

@@ -68,12 +68,17 @@ def calibrate_client_noise(target_epsilon: float, delta: float, rounds: int, sam
 
 
 class ServerSideAdaptiveClipping(DifferentialPrivacyServerSideAdaptiveClipping):
-    """Flower's server-side adaptive clipping, with the ledger, a strict cohort and the update's sign fixed.
+    """Flower's server-side adaptive clipping, with the ledger, a strict cohort, the update's sign fixed and
+    the noise scaled by the norm the round clipped to.
 
     Flower 1.42 feeds ``_geometric_update`` the noised fraction of *clipped* updates and applies
     ``C ← C·exp(−η (clipped − γ))``: the norm shrinks when too many updates are clipped, which drives it away
     from the quantile. Andrew et al.'s rule uses the *unclipped* fraction; this subclass applies it. Flower
     splits σ into the update's σ_Δ and the count's σ_b; the ledger accounts the σ given.
+
+    Not used by fedicd's runs: their plan refuses adaptive clipping with a fixed cohort, because Flower's
+    count is not centred (one client moves it by 1) while the σ split assumes sensitivity 1/2, so the σ
+    charged here understates ε. Kept to compare with Flower's wrapper; use Poisson sampling instead.
     """
 
     def __init__(self, strategy: Strategy, *, noise_multiplier: float, clip: float, sampled: int,
@@ -87,6 +92,15 @@ class ServerSideAdaptiveClipping(DifferentialPrivacyServerSideAdaptiveClipping):
     def _geometric_update(self, clipped_fraction: float) -> None:
         unclipped = 1.0 - clipped_fraction
         self.clipping_norm *= math.exp(-self.clip_norm_lr * (unclipped - self.target_clipped_quantile))
+
+    def _add_noise_to_aggregated_arrays(self, aggregated):
+        """Flower's noise at the norm this round's updates were clipped to (``round_clip``): Flower 1.42 calls
+        this after ``_geometric_update``, so it would scale the noise by the next round's norm instead."""
+        next_norm, self.clipping_norm = self.clipping_norm, self.round_clip
+        try:
+            return super()._add_noise_to_aggregated_arrays(aggregated)
+        finally:
+            self.clipping_norm = next_norm
 
     def configure_train(self, server_round, arrays, config, grid):
         from flwr.serverapp.exception import PrivacyBudgetExhausted
@@ -130,14 +144,14 @@ def wrap_client_dp(strategy: Strategy, name: str, *, noise: float, clip: float, 
     _check_strategy(strategy, name)
     from fedicd.strategies.state import WRAPPER_STATE_ATTR, StateHandler
 
+    if adaptive is not None and client_side:  # clients clipping to C would make every update look unclipped
+        raise ValueError("privacy.adaptive_clipping with privacy.client_side_clipping is not supported: set "
+                         "privacy.client_side_clipping = false (the server clips and counts the clipped updates)")
     ledger = ClientLedger(ledger_config(population, delta, poisson=poisson, max_epsilon=max_epsilon), accountant)
     if poisson:
         wrapped = PoissonClientDP(strategy, noise_multiplier=noise, clip=clip, expected=sampled, accountant=ledger,
                                   seed=seed, secure_rng=secure_rng, client_side=client_side, adaptive=adaptive)
     elif adaptive is not None:
-        if client_side:
-            raise ValueError("privacy.adaptive_clipping with privacy.client_side_clipping is not supported: set "
-                             "privacy.client_side_clipping = false (the server clips and counts the clipped updates)")
         wrapped = ServerSideAdaptiveClipping(strategy, noise_multiplier=noise, clip=clip, sampled=sampled,
                                              target_quantile=adaptive.target_quantile,
                                              count_stddev=adaptive.count_stddev, accountant=ledger)

@@ -90,7 +90,7 @@ def dp_local_train(model: torch.nn.Module, x_train, y_train, train_cfg: TrainCon
     if len(x) != plan.n:
         raise ValueError(f"the DP plan is for {plan.n} notes but the client holds {len(x)}")
     peak_lr = local.lr or train_cfg.lr
-    opt = local_optimizer(model, local.optimizer, peak_lr, train_cfg.weight_decay)
+    opt = local_optimizer(model, local.optimizer, peak_lr, train_cfg.weight_decay, momentum=local.momentum)
     before_update = _proximal_gradient_hook(model, local.proximal_mu)
     sampler, noise_gen = _generators(round_seed(local), privacy.secure_rng)
     with torch.random.fork_rng(devices=[]):

@@ -108,6 +108,13 @@ def _plan_client(p: PrivacyConfig, fed: FedConfig, train: TrainConfig, client_si
     if p.distributed and (p.client_sampling == "poisson" or p.adaptive_clipping):
         raise ConfigError("privacy.distributed = true runs on SecAgg+'s fixed cohort with a fixed clipping norm: set "
                           "privacy.client_sampling = 'fixed' and privacy.adaptive_clipping = false")
+    if p.adaptive_clipping and p.client_sampling != "poisson":
+        raise ConfigError("privacy.adaptive_clipping needs privacy.client_sampling = 'poisson': with a fixed cohort "
+                          "Flower's count of clipped updates is not centred, so one client moves it by 1 while its "
+                          "noise split assumes 1/2, and the accounted ε would be too small")
+    if p.distributed and not p.secure_rng:
+        log.warning("DP: distributed noise shares are seeded from the experiment seed (a simulation): whoever knows "
+                    "it can subtract them; set privacy.secure_rng = true for shares the server cannot regenerate")
     # the DP wrappers add noise to every array, BatchNorm's running variance included (negative → NaN)
     train, notices = dp_compatible_train(train, input_dim, n_labels)
     population = len(client_sizes)

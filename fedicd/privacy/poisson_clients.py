@@ -163,6 +163,9 @@ class PoissonClientDP(Strategy):
         self.current_arrays = arrays
         cohort = poisson_cohort(grid.get_node_ids(), self.sample_rate, self.rng(server_round, 0))
         config["server-round"] = server_round
+        mu = getattr(self.strategy, "proximal_mu", None)  # FedProx's configure_train, bypassed here, sends it
+        if mu is not None:
+            config["proximal-mu"] = mu
         if self.client_side:
             config[KEY_CLIPPING_NORM] = self.clipping_norm
         log.info("round %d: Poisson cohort of %d (expected %d)", server_round, len(cohort), self.expected)

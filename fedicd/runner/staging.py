@@ -58,6 +58,6 @@ def stage_plan(cfg: ExperimentConfig, out: Path) -> RunPlan:
                       partition=staged.partition_info)
     build_run_strategy(plan)  # fail now, not inside the first round
     _check_secure(plan)
-    stage_warm_start(cfg, out, input_dim=staged.input_dim, run_texts=staged.data.notes.texts)
+    stage_warm_start(cfg, out, input_dim=staged.input_dim, run_texts=staged.data.notes.texts, train=plan.train)
     write_plan(out, plan)
     return plan

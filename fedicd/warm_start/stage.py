@@ -10,6 +10,7 @@ validation/test scores of the warm-started head before any private step), which 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -20,6 +21,7 @@ from fedicd.data.labels import load_binarizer
 from fedicd.federated.model import INITIAL_MODEL, save_initial_arrays, seeded_model
 from fedicd.federated.staged import load_server_data
 from fedicd.scaling import load_scaler
+from fedicd.train_config import TrainConfig
 
 __all__ = ["WARM_START_FILE", "check_warm_start", "stage_warm_start", "warm_start_results"]
 
@@ -40,13 +42,16 @@ def check_warm_start(cfg: ExperimentConfig) -> None:
 
 
 def stage_warm_start(cfg: ExperimentConfig, run_dir: str | Path, *, input_dim: int, run_texts: Sequence[str] = (),
-                     encoder=None) -> dict | None:
+                     encoder=None, train: TrainConfig | None = None) -> dict | None:
     """Build, save and score ``cfg``'s warm start under ``run_dir`` (staged already); None when there is none.
 
     A warm start left in ``run_dir`` by an earlier staging is removed first. ``run_texts``: the notes of the
     run's corpus (a public corpus sharing one is refused); ``encoder``: an
-    encoder loaded for ``cfg.embedding`` (tests pass a fake one).
+    encoder loaded for ``cfg.embedding`` (tests pass a fake one); ``train``: the run plan's train config, the head
+    the rounds build (under sample-level DP a BatchNorm head becomes ``norm = "group"``); None = ``cfg.train``.
     """
+    if train is not None:
+        cfg = dataclasses.replace(cfg, train=train)
     from fedicd.warm_start.descriptions import description_vectors
     from fedicd.warm_start.pretrain import pretrain_public
     from fedicd.warm_start.zero_shot import apply_descriptions, zero_shot_scores

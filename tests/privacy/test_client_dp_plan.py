@@ -88,3 +88,8 @@ def test_adaptive_clipping_with_client_side_clipping_is_refused():
                        min_evaluate_nodes=1, inner_wrappers=[lambda s: wrap_client_dp(
                            s, "fedavg", noise=1.0, clip=1.0, sampled=2, population=4, delta=1e-5, max_epsilon=None,
                            client_side=True, adaptive=AdaptiveClip(0.5, 1.0))])
+
+
+def test_adaptive_clipping_with_a_fixed_cohort_is_refused():
+    with pytest.raises(ConfigError, match="privacy.adaptive_clipping needs privacy.client_sampling = 'poisson'"):
+        _plan(fed={"rounds": 3}, noise=1.0, adaptive_clipping=True)

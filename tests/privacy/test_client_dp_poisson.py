@@ -225,3 +225,35 @@ def test_fixed_adaptive_wrapper_accounts_sigma_moves_the_clip_and_refuses_a_shor
     msgs = train_messages(strategy, 2, 4)
     assert strategy.aggregate_train(2, [client_reply(m, 1.0) for m in msgs[:3]]) == (None, None)
     assert dp.accountant.num_releases == 1  # nothing released for the short cohort
+
+
+def test_fixed_adaptive_wrapper_noises_with_the_norm_the_updates_were_clipped_to(monkeypatch):
+    """Flower updates the norm before it noises; the release's sensitivity is the norm of this round's clipping."""
+    import flwr.serverapp.strategy.dp_adaptive_clipping as flower_adaptive
+
+    stds = []
+    monkeypatch.setattr(flower_adaptive, "add_gaussian_noise_inplace", lambda arrays, std: stds.append(std))
+    strategy = build_strategy("fedavg", weighted_by_key="unit-weight", min_available_nodes=4, min_train_nodes=4,
+                              min_evaluate_nodes=1, inner_wrappers=[lambda s: wrap_client_dp(
+                                  s, "fedavg", noise=0.6, clip=0.01, sampled=4, population=4, delta=1e-5,
+                                  max_epsilon=None, client_side=False, adaptive=AdaptiveClip(0.5, 0.4))])
+    dp = strategy.strategy
+    np.random.seed(0)  # Flower's clipped-count noise
+    strategy.aggregate_train(1, [client_reply(m, 1.0) for m in train_messages(strategy, 1, 4)])
+    assert dp.clipping_norm > 0.0105  # all clipped: the next round's norm grew (about e^0.1 = 1.105 times)
+    assert stds == [pytest.approx(dp.noise_multiplier * 0.01 / 4)]
+
+
+def test_poisson_adaptive_clipping_with_client_side_clipping_is_refused():
+    with pytest.raises(ValueError, match="set privacy.client_side_clipping = false"):
+        poisson_strategy(client_side=True, adaptive=AdaptiveClip(0.5, 1.0))
+
+
+def test_poisson_cohort_gets_fedprox_mu_like_flowers_sampler_would_send():
+    settings = {"noise": 1.0, "clip": 1.0, "sampled": 5, "population": 5, "delta": 1e-5, "max_epsilon": None,
+                "client_side": False, "poisson": True, "seed": 7}
+    strategy = build_strategy("fedprox", proximal_mu=0.3, weighted_by_key="unit-weight", min_available_nodes=1,
+                              min_train_nodes=1, min_evaluate_nodes=1,
+                              inner_wrappers=[lambda s: wrap_client_dp(s, "fedprox", **settings)])
+    msgs = train_messages(strategy, 1, 5)  # q = 1: everybody
+    assert len(msgs) == 5 and all(m.content["config"]["proximal-mu"] == 0.3 for m in msgs)
