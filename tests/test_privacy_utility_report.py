@@ -67,6 +67,7 @@ def test_page_renders_rows_goals_failures_and_plot(tmp_path):
     assert "- ε = 1: goal micro-F1 ≥ 0.30: **missed**; best 0.2500 (linear)" in page
     assert "| linear | 8.00 | 7.9920 | 7.2000 | pld | 1.0000 | 0.4700 | 0.2350 | 0.3100 | 12 |" in page
     assert "| paper | ∞ |" in page
+    assert "| linear: zero-shot | no private step | 0.0000 | 0.0000 | — | — | 0.3100 |" in page
     assert "paper at ε = 1.00: ValueError: cannot reach ε=1" in page
     assert "../../experiments/results/privacy_utility/toy.png" in page
     assert '- **linear**: linear head — `train.head="linear"`' in page

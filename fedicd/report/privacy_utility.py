@@ -41,6 +41,12 @@ def _rows_table(doc: dict) -> Table:
     body = [[r["lever"], _eps(r["target_epsilon"]), r.get("epsilon_rdp"), r.get("epsilon_pld"), r.get("accountant"),
              r.get("sigma"), r["micro_f1"], r["macro_f1"], r.get("zero_shot_micro_f1"),
              None if r.get("seconds") is None else int(round(r["seconds"]))] for r in rows]
+    seen = set()
+    for r in rows:  # the zero-shot coder of each warm start: its own row, no private step, ε = 0
+        if r.get("zero_shot_micro_f1") is not None and r["lever"] not in seen:
+            seen.add(r["lever"])
+            body.append([f"{r['lever']}: zero-shot", "no private step", 0.0, 0.0, None, None,
+                         r["zero_shot_micro_f1"], r.get("zero_shot_macro_f1"), r["zero_shot_micro_f1"], None])
     return Table(doc["title"], ["lever", "target ε", "ε (RDP)", "ε (PLD)", "calibrated with", "σ",
                                 "test micro-F1", "test macro-F1", "zero-shot micro-F1", "seconds"], body)
 
