@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import resource
 import shutil
 import sys
 import time
@@ -75,15 +76,16 @@ L2 = Lever("l2_input", "paper recipe with L2-normalised inputs", ('train.input_n
 # L2-normalised inputs, full local batch (DP-GD: q = 1), plain local SGD at lr 100 with clip 0.1 (a step of ≈ 10)
 TUNED = ('train.input_norm="l2"', "train.batch_size=1000000", 'federated.local_optimizer="sgd"',
          "federated.local_lr=100.0", "privacy.clip=0.1")
+WARM = ('train.head="linear"', "train.dropout=0.0", 'warm_start.init="descriptions"', 'privacy.accountant="pld"')
+# the warm-started linear head's DP-GD step was tuned on the same public corpus (ε = 8 and 1): lr 100 is best at
+# ε = 8 but erases the warm start at ε = 1, where lr 10 is best; both are levers
 ZERO = Lever("descriptions", "linear head initialised from ICD-10-CM description embeddings (a zero-shot coder), "
-             "then DP-GD with local SGD at a small step so that the warm start is refined, not erased",
-             ('train.head="linear"', "train.dropout=0.0", 'warm_start.init="descriptions"', 'privacy.accountant="pld"',
-              "train.batch_size=1000000", 'federated.local_optimizer="sgd"', "federated.local_lr=10.0",
-              "privacy.clip=0.1"))
+             "PLD, then DP-GD with L2 inputs and a small local SGD step (lr 10, clip 0.1)",
+             (*WARM, *TUNED[:3], "federated.local_lr=10.0", "privacy.clip=0.1"))
 DPSGD = Lever("dpsgd_tuned", "paper head with the DP-SGD settings tuned on the public corpus: L2 inputs, full-batch "
               "DP-GD, local SGD lr 100, clip 0.1", TUNED)
-TOGETHER = Lever("together", "tuned DP-GD + PLD accountant (the paper's MLP head: the tuning preferred it)",
-                 (*TUNED, 'privacy.accountant="pld"'))
+TOGETHER = Lever("together", "description warm start + linear head + PLD + the tuned DP-GD (lr 100, clip 0.1)",
+                 (*WARM, *TUNED))
 
 # fraction_train = 0.1 (with fixed_cohort's min_train = 100; Poisson sampling needs min_train = 0, which Flower
 # reads as 1,000 // 2): Flower's fixed-size sampler draws the 100 clients per round that clients_per_round says
@@ -184,33 +186,48 @@ def run_grid(suite: Suite, levers: list[str] | None = None,
     return grid + [(lv, e) for e in (epsilons or suite.epsilons) for lv in chosen]
 
 
-def run_one(suite: Suite, lever: Lever, eps: float, out: Path, *, fresh: bool, extra: list[str]) -> dict:
+class NotRun(Exception):
+    """``--collect``: the run has no results.json (it is listed as not run, not started)."""
+
+
+def run_one(suite: Suite, lever: Lever, eps: float, out: Path, *, fresh: bool, extra: list[str],
+            collect: bool = False) -> dict:
     from fedicd.runner.simulation import run_federated
 
     tag = f"{lever.name}_eps{'inf' if math.isinf(eps) else f'{eps:g}'}"
     run_dir = out / suite.name / tag
     done = run_dir / "results.json"
     if done.exists() and not fresh:
-        return row_of(suite, lever, eps, json.loads(done.read_text()), run_dir)
+        row = row_of(suite, lever, eps, json.loads(done.read_text()), run_dir)
+        rss = run_dir / "peak_rss_mib.txt"
+        row["peak_rss_mib"] = float(rss.read_text()) if rss.exists() else None
+        return row
+    if collect:
+        raise NotRun(f"{run_dir} has no results.json")
     if run_dir.exists():
         shutil.rmtree(run_dir)
     t0 = time.time()
     res = run_federated(lever_config(suite, lever, eps, [*extra, f'name="{suite.name}_{tag}"']), run_dir)
     row = row_of(suite, lever, eps, res, run_dir)
     row["wall_seconds"] = time.time() - t0
+    # the experiment process's peak resident memory so far (Linux reports KiB): an upper bound for this run
+    row["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    (run_dir / "peak_rss_mib.txt").write_text(f"{row['peak_rss_mib']:.1f}")
     return row
 
 
 def run_suite(suite: Suite, out: Path, *, fresh: bool, extra: list[str], epsilons: tuple[float, ...] | None,
-              levers: list[str] | None) -> dict:
-    rows, failures = [], []
+              levers: list[str] | None, collect: bool = False) -> dict:
+    rows, failures, not_run = [], [], []
     chosen = [lv for lv in suite.levers if not levers or lv.name in levers]
     for lever, eps in run_grid(suite, levers, epsilons):
         try:
-            rows.append(run_one(suite, lever, eps, out, fresh=fresh, extra=extra))
+            rows.append(run_one(suite, lever, eps, out, fresh=fresh, extra=extra, collect=collect))
             r = rows[-1]
             print(f"{suite.name:>11} {lever.name:>14} ε={eps:<5g} spent rdp={r['epsilon_rdp']} pld={r['epsilon_pld']}"
                   f" micro={r['micro_f1']:.4f} macro={r['macro_f1']:.4f} ({r['seconds']} s)", flush=True)
+        except NotRun:
+            not_run.append({"lever": lever.name, "target_epsilon": eps})
         except Exception as exc:  # a failed run is a result too: recorded, never dropped
             failures.append({"lever": lever.name, "target_epsilon": eps, "error": f"{type(exc).__name__}: {exc}",
                              "traceback": traceback.format_exc(limit=4)})
@@ -218,7 +235,8 @@ def run_suite(suite: Suite, out: Path, *, fresh: bool, extra: list[str], epsilon
     doc = {"suite": suite.name, "title": suite.title, "config": suite.config, "dp": suite.dp,
            "base_overrides": list(suite.base), "extra_overrides": extra,
            "levers": [{"name": lv.name, "what": lv.what, "overrides": list(lv.overrides)} for lv in chosen],
-           "goals": {str(k): v for k, v in suite.goals.items()}, "rows": rows, "failures": failures}
+           "goals": {str(k): v for k, v in suite.goals.items()}, "rows": rows, "failures": failures,
+           "not_run": not_run}
     folder = out / suite.name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "frontier.json").write_text(json.dumps(doc, indent=2, default=str))
@@ -276,10 +294,12 @@ def main() -> None:
     ap.add_argument("--set", dest="extra", action="append", default=[], help="extra config override (repeatable)")
     ap.add_argument("--fresh", action="store_true", help="re-run runs that already finished")
     ap.add_argument("--archive", action="store_true", help="copy frontier.json/png to experiments/results/")
+    ap.add_argument("--collect", action="store_true", help="only read finished runs (list the others as not run)")
     args = ap.parse_args()
     for name in (SUITES if args.suite == "all" else [args.suite]):
         doc = run_suite(SUITES[name], args.out, fresh=args.fresh, extra=args.extra,
-                        epsilons=tuple(args.epsilons) if args.epsilons else None, levers=args.levers)
+                        epsilons=tuple(args.epsilons) if args.epsilons else None, levers=args.levers,
+                        collect=args.collect)
         if args.archive:
             archive(doc, args.out)
 

@@ -65,7 +65,7 @@ def test_page_renders_rows_goals_failures_and_plot(tmp_path):
     page = render_privacy_utility(tmp_path)
     assert "- ε = 8: goal micro-F1 ≥ 0.45: **met**; best 0.4700 (linear)" in page
     assert "- ε = 1: goal micro-F1 ≥ 0.30: **missed**; best 0.2500 (linear)" in page
-    assert "| linear | 8.00 | 7.9920 | 7.2000 | pld | 1.0000 | 0.4700 | 0.2350 | 0.3100 | 12 |" in page
+    assert "| linear | 8.00 | 7.9920 | 7.2000 | pld | 1.0000 | 0.4700 | 0.2350 | 0.3100 | 12 | — |" in page
     assert "| paper | ∞ |" in page
     assert "| linear: zero-shot | no private step | 0.0000 | 0.0000 | — | — | 0.3100 |" in page
     assert "paper at ε = 1.00: ValueError: cannot reach ε=1" in page

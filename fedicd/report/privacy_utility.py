@@ -25,7 +25,8 @@ INTRO = (
     "overrides, listed under each table) at one target ε, δ = 1e-5. ε (RDP) and ε (PLD) are what the run "
     "spent under each accountant (sample-level: the largest over the clients); σ is the noise multiplier the "
     "selected accountant calibrated (sample-level: the largest over the clients). Scores are test micro / "
-    "macro-F1 at the threshold chosen on validation; ε = ∞ is the same lever without DP. Zero-shot is the "
+    "macro-F1 at the threshold chosen on validation; ε = ∞ is the same lever without DP. Peak RSS is the "
+    "experiment process's peak resident memory up to that run (an upper bound for the run). Zero-shot is the "
     "warm-started head before any private step (it spends no privacy). The DP guarantee covers the head's "
     "training; the label space, the scaler's statistics and the decision threshold are fitted on pooled "
     "non-private data, as in the paper's pipeline.")
@@ -40,15 +41,17 @@ def _rows_table(doc: dict) -> Table:
     rows = sorted(doc["rows"], key=lambda r: (order.get(r["lever"], 99), -float(r["target_epsilon"])))
     body = [[r["lever"], _eps(r["target_epsilon"]), r.get("epsilon_rdp"), r.get("epsilon_pld"), r.get("accountant"),
              r.get("sigma"), r["micro_f1"], r["macro_f1"], r.get("zero_shot_micro_f1"),
-             None if r.get("seconds") is None else int(round(r["seconds"]))] for r in rows]
+             None if r.get("seconds") is None else int(round(r["seconds"])),
+             None if r.get("peak_rss_mib") is None else int(round(r["peak_rss_mib"]))] for r in rows]
     seen = set()
     for r in rows:  # the zero-shot coder of each warm start: its own row, no private step, ε = 0
         if r.get("zero_shot_micro_f1") is not None and r["lever"] not in seen:
             seen.add(r["lever"])
             body.append([f"{r['lever']}: zero-shot", "no private step", 0.0, 0.0, None, None,
-                         r["zero_shot_micro_f1"], r.get("zero_shot_macro_f1"), r["zero_shot_micro_f1"], None])
+                         r["zero_shot_micro_f1"], r.get("zero_shot_macro_f1"), r["zero_shot_micro_f1"], None, None])
     return Table(doc["title"], ["lever", "target ε", "ε (RDP)", "ε (PLD)", "calibrated with", "σ",
-                                "test micro-F1", "test macro-F1", "zero-shot micro-F1", "seconds"], body)
+                                "test micro-F1", "test macro-F1", "zero-shot micro-F1", "seconds",
+                                "peak RSS (MiB)"], body)
 
 
 def goal_checks(doc: dict) -> list[dict]:
@@ -93,6 +96,14 @@ def _failures(doc: dict) -> list[str]:
     return [f"- {f['lever']} at ε = {_eps(f['target_epsilon'])}: {f['error']}" for f in doc.get("failures") or []]
 
 
+def _not_run(doc: dict) -> list[str]:
+    missing = doc.get("not_run") or []
+    if not missing:
+        return []
+    pairs = ", ".join(f"{m['lever']} at ε = {_eps(m['target_epsilon'])}" for m in missing)
+    return ["Not run (the grid's remaining runs; not measured): " + pairs, ""]
+
+
 def render_privacy_utility(results_root: str | Path) -> str:
     """The page's Markdown from every archived suite under ``results_root/privacy_utility``."""
     folder = Path(results_root) / FOLDER
@@ -107,6 +118,7 @@ def render_privacy_utility(results_root: str | Path) -> str:
         if png.exists():
             parts += [f"![{doc['suite']} frontier](../../experiments/results/{FOLDER}/{png.name})", ""]
         parts += ["Levers:", "", *_levers(doc), ""]
+        parts += _not_run(doc)
         failed = _failures(doc)
         if failed:
             parts += ["Runs that failed (kept as results):", "", *failed, ""]
