@@ -44,9 +44,15 @@ def _load(run_dir: Path) -> dict[str, np.ndarray]:
     return _features(str(path), path.stat().st_mtime)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=8)
+def _manifest(path: str, mtime_ns: int):
+    """The parsed manifest (cached per file version: a 1,000-client manifest is read once, not per client call)."""
+    return read_manifest(Path(path))[0]
+
+
 def _client_indices(run_dir: str, manifest: str, partition_id: int) -> np.ndarray:
-    partition, _ = read_manifest(Path(run_dir) / manifest)
+    path = Path(run_dir) / manifest
+    partition = _manifest(str(path), path.stat().st_mtime_ns)
     if not 0 <= partition_id < partition.n_clients:
         raise ValueError(f"partition-id {partition_id} is outside the {partition.n_clients} clients of "
                          f"{Path(run_dir) / manifest}")
