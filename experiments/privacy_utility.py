@@ -63,6 +63,7 @@ class Suite:
     epsilons: tuple[float, ...] = (1.0, 3.0, 8.0)
     goals: dict = field(default_factory=dict)  # ε -> least test micro-F1 the issue asks for ("half": half of ∞)
     private_only: tuple[str, ...] = ()  # levers run only under DP (their ε = ∞ row would repeat another lever's)
+    clear_extra: tuple[str, ...] = ()  # overrides of the ε = ∞ rows only (e.g. the cohort Flower's sampler draws)
 
 
 # --- the levers -----------------------------------------------------------------------------------------
@@ -116,7 +117,7 @@ SUITES = {
         "client1000", "Synthetic 24k-note corpus over 1,000 virtual clients (~17 training notes each), "
         "client-level DP (one client), 100 clients per round", LARGE, "client", (*INPROCESS, *CLIENT_BASE),
         (C_FIXED, C_POISSON, C_PLD, C_ADAPTIVE, C_TOGETHER), goals={8.0: 0.45},
-        private_only=("poisson", "poisson_pld", "adaptive")),
+        private_only=("poisson", "poisson_pld", "adaptive"), clear_extra=("federated.min_train=100",)),
     "codiesp": Suite(
         "codiesp", "CodiEsp, 5 clients, sample-level DP (one clinical case)", CODIESP, "sample", tuple(INPROCESS),
         (PAPER, PLD, LINEAR, ZERO, DPSGD, TOGETHER), goals={8.0: "half"},
@@ -167,7 +168,7 @@ def run_overrides(suite: Suite, lever: Lever, eps: float, extra: list[str] | tup
     lever_sets = list(lever.overrides) if not math.isinf(eps) else strip_private(lever.overrides)
     overrides = [*suite.base, *lever_sets, *dp_overrides(suite.dp, eps), *extra]
     if math.isinf(eps):
-        overrides = [o for o in overrides if not o.startswith("privacy.")] + ['privacy.dp="none"']
+        overrides = [o for o in overrides if not o.startswith("privacy.")] + ['privacy.dp="none"', *suite.clear_extra]
     return overrides
 
 

@@ -45,7 +45,7 @@ def check_events(events: Sequence[Sequence[float]]) -> list[Event]:
     Raises
     ------
     ValueError
-        ``events`` is not a list of triples, or an entry's σ is not a finite number > 0, its q is not in
+        ``events`` is not a list of triples, or an entry's σ is not a finite number >= 0, its q is not in
         (0, 1] (q = 1: no sampling), or its count is not an integer >= 0; the message names the entry.
     """
     if isinstance(events, (str, bytes)) or not isinstance(events, Sequence):
@@ -57,8 +57,9 @@ def _check_event(i: int, ev) -> Event:
     if isinstance(ev, (str, bytes)) or not isinstance(ev, Sequence) or len(ev) != 3:
         raise ValueError(f"privacy event {i} must be (sigma, q, count), got {ev!r}")
     sigma, q, count = ev
-    if not _real(sigma) or not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"privacy event {i}: noise multiplier sigma must be a finite number > 0, got {sigma!r}")
+    if not _real(sigma) or not (math.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"privacy event {i}: noise multiplier sigma must be a finite number >= 0 (0 = no noise: "
+                         f"ε = ∞), got {sigma!r}")
     if not _real(q) or not 0 < q <= 1:
         raise ValueError(f"privacy event {i}: sampling rate q must be in (0, 1] (1 = no sampling), got {q!r}")
     if not _real(count) or not math.isfinite(count) or int(count) != count or count < 0:
@@ -113,6 +114,8 @@ def epsilon(events: Sequence[Sequence[float]], delta: float, accountant: str = "
     evs = merge_events(check_events(events))
     if not evs:
         return 0.0
+    if any(sigma == 0 for sigma, _, _ in evs):  # a noiseless release: no finite ε (Opacus' RDP says the same)
+        return math.inf
     if accountant == "rdp" and level == "sample":
         from opacus.accountants import RDPAccountant
 

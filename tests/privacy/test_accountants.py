@@ -142,9 +142,9 @@ def test_client_level_results_read_both_epsilons_from_the_last_row_or_fall_back(
     ([(1.0, 0.5)], r"privacy event 0 must be \(sigma, q, count\)"),
     ("1.0, 0.5, 3", "privacy events must be a list"),
     ([(1.0, 0.5, 3), "abc"], "privacy event 1 must be"),
-    ([(0.0, 0.5, 3)], "privacy event 0: noise multiplier sigma must be a finite number > 0"),
-    ([(math.nan, 0.5, 3)], "noise multiplier sigma must be a finite number > 0"),
-    ([("1", 0.5, 3)], "noise multiplier sigma must be a finite number > 0"),
+    ([(-1.0, 0.5, 3)], "privacy event 0: noise multiplier sigma must be a finite number >= 0"),
+    ([(math.nan, 0.5, 3)], "noise multiplier sigma must be a finite number >= 0"),
+    ([("1", 0.5, 3)], "noise multiplier sigma must be a finite number >= 0"),
     ([(1.0, 0.0, 3)], r"sampling rate q must be in \(0, 1\]"),
     ([(1.0, 1.5, 3)], r"sampling rate q must be in \(0, 1\]"),
     ([(1.0, math.nan, 3)], r"sampling rate q must be in \(0, 1\]"),
@@ -192,3 +192,10 @@ def test_the_config_refuses_an_unknown_accountant_by_name():
     with pytest.raises(ConfigError, match=r"privacy.accountant must be one of \['rdp', 'pld'\], got 'PLD'"):
         PrivacyConfig(dp="sample", noise=1.0, accountant="PLD")
     assert accountants.ACCOUNTANTS == ("rdp", "pld")
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "pld"])
+@pytest.mark.parametrize("level", ["sample", "client"])
+def test_a_noiseless_release_has_no_finite_epsilon(accountant, level):
+    assert epsilon([(1.0, 0.5, 3), (0.0, 0.5, 1)], 1e-5, accountant, level=level) == math.inf
+    assert epsilon([(0.0, 0.5, 0)], 1e-5, accountant, level=level) == 0.0  # no release, nothing spent
