@@ -129,8 +129,13 @@ SUITES = {
          "federated.rounds=20"),
         (Lever("central", "central client-level DP: clipped updates, the server adds the noise", ()),
          Lever("distributed", "distributed DP: each client adds σ/√m of the noise before SecAgg+ masking",
-               ("privacy.distributed=true", 'secure_aggregation.method="secagg+"'))),
-        epsilons=(8.0,), private_only=("distributed",)),
+               ("privacy.distributed=true", 'secure_aggregation.method="secagg+"')),
+         Lever("central_warm", "central client-level DP from the description warm start (L2 inputs)",
+               ('warm_start.init="descriptions"', 'train.input_norm="l2"', "train.dropout=0.0")),
+         Lever("distributed_warm", "distributed DP under SecAgg+ from the description warm start (L2 inputs)",
+               ('warm_start.init="descriptions"', 'train.input_norm="l2"', "train.dropout=0.0",
+                "privacy.distributed=true", 'secure_aggregation.method="secagg+"'))),
+        epsilons=(8.0,), private_only=("distributed", "central_warm", "distributed_warm")),
 }
 
 

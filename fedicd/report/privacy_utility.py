@@ -45,8 +45,9 @@ def _rows_table(doc: dict) -> Table:
              None if r.get("peak_rss_mib") is None else int(round(r["peak_rss_mib"]))] for r in rows]
     seen = set()
     for r in rows:  # the zero-shot coder of each warm start: its own row, no private step, ε = 0
-        if r.get("zero_shot_micro_f1") is not None and r["lever"] not in seen:
-            seen.add(r["lever"])
+        key = (r.get("zero_shot_micro_f1"), r.get("zero_shot_macro_f1"))  # levers sharing one warm start: one row
+        if key[0] is not None and key not in seen:
+            seen.add(key)
             body.append([f"{r['lever']}: zero-shot", "no private step", 0.0, 0.0, None, None,
                          r["zero_shot_micro_f1"], r.get("zero_shot_macro_f1"), r["zero_shot_micro_f1"], None, None])
     return Table(doc["title"], ["lever", "target ε", "ε (RDP)", "ε (PLD)", "calibrated with", "σ",
