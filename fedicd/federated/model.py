@@ -14,7 +14,7 @@ import torch
 
 from fedicd.train_config import TrainConfig
 
-__all__ = ["INITIAL_MODEL", "initial_arrays", "load_global_model", "seeded_model", "save_initial_arrays"]
+__all__ = ["INITIAL_MODEL", "initial_arrays", "load_global_model", "seeded_model", "save_initial_arrays", "server_scores"]
 
 INITIAL_MODEL = "initial_model.npz"
 
@@ -63,3 +63,17 @@ def load_global_model(train_cfg: TrainConfig, input_dim: int, n_labels: int,
         model = train_cfg.build(input_dim, n_labels)
     model.load_state_dict({k: torch.as_tensor(v) for k, v in arrays.items()})
     return model
+
+
+def server_scores(model: torch.nn.Module, data: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Validation and test metrics of ``model`` as ``results.json`` reports them: the threshold best on
+    validation (:func:`fedicd.metrics.choose_threshold`), top-k F1 over the 50 codes most frequent in training;
+    ``data`` is :func:`fedicd.federated.staged.load_server_data`'s."""
+    from fedicd.metrics import choose_threshold, compute_metrics, top_k_labels
+    from fedicd.train import predict_proba
+
+    probs = {p: predict_proba(model, data[f"x_{p}"]) for p in ("val", "test")}
+    threshold = choose_threshold(data["y_val"], probs["val"])
+    frequent = top_k_labels(data["y_train"], 50)
+    return {p: compute_metrics(data[f"y_{p}"], probs[p], threshold=threshold, frequent=frequent)
+            for p in ("val", "test")}

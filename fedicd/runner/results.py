@@ -12,15 +12,13 @@ import csv
 import json
 from pathlib import Path
 
-from fedicd.federated.model import load_global_model
+from fedicd.federated.model import load_global_model, server_scores
 from fedicd.federated.outcome import run_outcome
 from fedicd.federated.staged import load_server_data
-from fedicd.metrics import choose_threshold, compute_metrics, top_k_labels
 from fedicd.provenance import provenance
 from fedicd.privacy.defences import privacy_results
 from fedicd.run_plan import RunPlan
 from fedicd.secure.round_defences import driver_key, round_aggregator, secure_results
-from fedicd.train import predict_proba
 from fedicd.warm_start.stage import warm_start_results
 
 __all__ = ["finalize", "write_history"]
@@ -38,12 +36,7 @@ def _final_metrics(plan: RunPlan, out: Path, arrays) -> dict:
     # the experiment driver holds the clients' key: under CKKS it decrypts the final model here
     readable = round_aggregator(plan, secret_path=driver_key(plan.secure)).readable(arrays)
     model = load_global_model(plan.train, plan.input_dim, plan.n_labels, readable)
-    data = load_server_data(out)
-    probs = {p: predict_proba(model, data[f"x_{p}"]) for p in ("val", "test")}
-    threshold = choose_threshold(data["y_val"], probs["val"])
-    frequent = top_k_labels(data["y_train"], 50)
-    return {p: compute_metrics(data[f"y_{p}"], probs[p], threshold=threshold, frequent=frequent)
-            for p in ("val", "test")}
+    return server_scores(model, load_server_data(out))
 
 
 def finalize(name: str, out: Path, plan: RunPlan, ckpt: dict, seconds: float) -> dict:

@@ -25,8 +25,7 @@ from torch import nn
 
 from fedicd.errors import ConfigError
 from fedicd.heads import output_layer
-from fedicd.metrics import choose_threshold, compute_metrics, top_k_labels
-from fedicd.train import predict_proba
+from fedicd.federated.model import server_scores
 from fedicd.train_config import TrainConfig
 from fedicd.warm_start.config import DESCRIPTION_HEADS, WarmStartConfig
 from fedicd.warm_start.descriptions import DescribedLabels
@@ -103,13 +102,6 @@ def apply_descriptions(model: nn.Module, train: TrainConfig, labels: DescribedLa
 
 
 def zero_shot_scores(model: nn.Module, data: dict[str, np.ndarray]) -> dict[str, dict]:
-    """Validation and test metrics of ``model`` exactly as ``results.json`` scores the final model.
-
-    The threshold is the one best on validation (:func:`fedicd.metrics.choose_threshold`) and top-k F1 uses the
-    50 codes most frequent in training; ``data`` is :func:`fedicd.federated.staged.load_server_data`'s.
-    """
-    probs = {p: predict_proba(model, data[f"x_{p}"]) for p in ("val", "test")}
-    threshold = choose_threshold(data["y_val"], probs["val"])
-    frequent = top_k_labels(data["y_train"], 50)
-    return {p: compute_metrics(data[f"y_{p}"], probs[p], threshold=threshold, frequent=frequent)
-            for p in ("val", "test")}
+    """Validation and test metrics of the warm-started ``model``, scored exactly like the final model
+    (:func:`fedicd.federated.model.server_scores`)."""
+    return server_scores(model, data)
