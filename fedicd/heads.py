@@ -42,9 +42,10 @@ import torch
 from torch import nn
 
 __all__ = ["MLP", "DeepMLP", "DeepResMLP", "Linear", "Bottleneck", "L2Normalize", "HEADS", "INPUT_NORMS",
-           "build_head", "count_parameters", "expected_parameters", "output_layer"]
+           "build_head", "count_parameters", "expected_parameters", "output_layer", "SEQUENCE_HEADS"]
 
 _NORMS = ("batch", "layer", "group", "none")
+SEQUENCE_HEADS = ("label_attention", "multires_cnn")  # heads that read chunk sequences [B, T, 1 + d] (fedicd.sequences)
 INPUT_NORMS = ("none", "l2")
 BOTTLENECK_RANK = 64
 

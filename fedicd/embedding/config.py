@@ -11,7 +11,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from fedicd.errors import ConfigError, ShapeError
+
+if TYPE_CHECKING:
+    from fedicd.sequences import ChunkSequences
 
 __all__ = [
     "BACKENDS",
@@ -164,6 +169,9 @@ class EmbeddingResult:
     n_corrupt: int = 0
     cache_problems: tuple[str, ...] = ()
     language_check: dict[str, object] = field(default_factory=dict)
+    sequences: ChunkSequences | None = None
+    """With ``keep_chunks=True``: every text's chunk vectors in text order (:class:`fedicd.sequences.ChunkSequences`,
+    ``len == n_texts``, the same chunks whose pooling gives ``vectors``); None otherwise."""
 
     def __post_init__(self) -> None:
         if self.vectors.ndim != 2 or self.vectors.shape[1] != self.dim:
