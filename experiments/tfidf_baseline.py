@@ -40,7 +40,8 @@ def main() -> None:
     probs = {p: clf.predict_proba(x[p]) for p in ("val", "test")}
     threshold = choose_threshold(data.labels["val"], probs["val"])
     frequent = top_k_labels(y_train, 50)
-    results = {p: compute_metrics(data.labels[p], probs[p], threshold=threshold, frequent=frequent)
+    results = {p: compute_metrics(data.labels[p], probs[p], threshold=threshold, frequent=frequent,
+                                  train_counts=y_train.sum(axis=0))
                for p in ("val", "test")}
     results.update({"model": f"tfidf(1-2 grams)+OvR-LR(C={args.C})", "labels": data.label_info,
                     "labels_with_train_positives": int(keep.sum()), "config": str(args.config)})

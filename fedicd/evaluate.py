@@ -58,4 +58,4 @@ def evaluate_run(run_dir: str | Path, *, part: str = "test") -> dict[str, float]
     y, _ = transform_codes(mlb, [data.notes.codes[i] for i in idx])
     probs = predict_proba(load_model(run_dir / "model.pt"), x)
     return compute_metrics(y, probs, threshold=results[part]["threshold"],
-                           frequent=top_k_labels(data.labels["train"], 50))
+                           frequent=top_k_labels(data.labels["train"], 50), train_counts=data.labels["train"].sum(axis=0))

@@ -62,7 +62,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path) -> dict:
     probs = {p: predict_proba(trained.model, feats[p]) for p in ("val", "test")}
     threshold = choose_threshold(data.labels["val"], probs["val"])
     frequent = top_k_labels(data.labels["train"], 50)
-    metrics = {p: compute_metrics(data.labels[p], probs[p], threshold=threshold, frequent=frequent)
+    metrics = {p: compute_metrics(data.labels[p], probs[p], threshold=threshold, frequent=frequent,
+                                  train_counts=data.labels["train"].sum(axis=0))
                for p in ("val", "test")}
     results = {"name": cfg.name, "training_mode": "central", "val": metrics["val"], "test": metrics["test"],
                "history": trained.history, "labels": data.label_info, "embedding": embed_info,

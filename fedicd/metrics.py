@@ -5,6 +5,11 @@
 - ``top{k}_f1``: micro-F1 restricted to the ``k`` codes most frequent in the
   *training* labels (Xu & Dray report top-10 and top-50);
 - ``p_at_{k}``: precision at k of the ranked scores (Mullenbach et al., 2018);
+- ``r_precision`` and ``map``: per note, precision at R (R = the note's number of true codes) and the average
+  precision of its ranked codes, averaged over the notes with at least one true code (``ranked_notes`` of them):
+  the ranking metrics of the MIMIC benchmark of Edin et al. (2023); ties in the scores are broken by label order;
+- ``rare_macro_f1``: macro-F1 over the ``rare_labels`` codes with fewer than ``RARE_BELOW`` (10) *training* notes
+  (given ``train_counts``; NaN when no code is that rare);
 - micro/macro ROC-AUC (macro over labels with both classes present; the count
   used is reported as ``macro_auc_labels``).
 
@@ -18,10 +23,13 @@ import numpy as np
 
 from fedicd.errors import ShapeError
 
-__all__ = ["compute_metrics", "f1_scores", "choose_threshold", "precision_at_k", "top_k_labels", "METRIC_KEYS"]
+__all__ = ["compute_metrics", "f1_scores", "choose_threshold", "precision_at_k", "ranking_metrics", "top_k_labels",
+           "METRIC_KEYS", "RARE_BELOW"]
 
 METRIC_KEYS = ("micro_precision", "micro_recall", "micro_f1", "macro_precision", "macro_recall", "macro_f1",
-               "top10_f1", "top50_f1", "p_at_5", "p_at_8", "p_at_15", "micro_auc", "macro_auc")
+               "top10_f1", "top50_f1", "p_at_5", "p_at_8", "p_at_15", "r_precision", "map", "rare_macro_f1",
+               "micro_auc", "macro_auc")
+RARE_BELOW = 10  # a code with fewer training notes than this is "rare" for rare_macro_f1
 
 DEFAULT_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.025), 3)
 
@@ -50,6 +58,33 @@ def precision_at_k(y_true: np.ndarray, scores: np.ndarray, k: int) -> float:
     k = min(k, scores.shape[1])
     top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     return float(np.take_along_axis(y_true, top, axis=1).sum(axis=1).mean() / k)
+
+
+def ranking_metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """``r_precision`` and ``map`` (per-note averages over notes with a true code) and ``ranked_notes``."""
+    y_true, scores = _check(y_true, scores)
+    has = y_true.sum(axis=1) > 0
+    if not has.any():
+        return {"r_precision": float("nan"), "map": float("nan"), "ranked_notes": 0}
+    y, s = y_true[has], scores[has]
+    order = np.argsort(-s, axis=1, kind="stable")
+    hits = np.take_along_axis(y, order, axis=1).astype(np.float64)
+    n_true = hits.sum(axis=1)
+    found = np.cumsum(hits, axis=1)
+    ranks = np.arange(1, y.shape[1] + 1)
+    average_precision = (found / ranks * hits).sum(axis=1) / n_true
+    r_precision = found[np.arange(len(y)), n_true.astype(np.int64) - 1] / n_true
+    return {"r_precision": float(r_precision.mean()), "map": float(average_precision.mean()),
+            "ranked_notes": int(has.sum())}
+
+
+def _rare(y_true: np.ndarray, y_pred: np.ndarray, train_counts: np.ndarray) -> dict[str, float]:
+    counts = np.asarray(train_counts).reshape(-1)
+    if counts.shape != (y_true.shape[1],):
+        raise ShapeError(f"train_counts has {counts.shape} entries for {y_true.shape[1]} labels")
+    rare = counts < RARE_BELOW
+    f1 = _prf(y_true[:, rare], y_pred[:, rare], "macro")[2] if rare.any() else float("nan")
+    return {"rare_macro_f1": f1, "rare_labels": int(rare.sum())}
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -89,13 +124,15 @@ def f1_scores(y_true: np.ndarray, scores: np.ndarray, *, threshold: float) -> tu
 
 
 def compute_metrics(y_true: np.ndarray, scores: np.ndarray, *, threshold: float = 0.5,
-                    frequent: np.ndarray | None = None, with_auc: bool = True) -> dict[str, float]:
+                    frequent: np.ndarray | None = None, with_auc: bool = True,
+                    train_counts: np.ndarray | None = None) -> dict[str, float]:
     """All metrics for probabilities ``scores`` against binary ``y_true`` (both ``[N, C]``).
 
     ``frequent`` is the label order from :func:`top_k_labels` on the training
     labels; without it, frequency in ``y_true`` is used (documented, but biased).
     ``with_auc=False`` skips the ROC-AUCs, by far the slowest part (one sort per
-    label): per-round monitoring of federated runs uses it.
+    label): per-round monitoring of federated runs uses it. ``train_counts`` (training notes per label,
+    ``y_train.sum(axis=0)``) adds ``rare_macro_f1`` and ``rare_labels``.
     """
     y_true, scores = _check(y_true, scores)
     y_pred = (scores >= threshold).astype(np.int8)
@@ -109,6 +146,9 @@ def compute_metrics(y_true: np.ndarray, scores: np.ndarray, *, threshold: float 
         out[f"top{k}_f1"] = _prf(y_true[:, cols], y_pred[:, cols], "micro")[2]
     for k in (5, 8, 15):
         out[f"p_at_{k}"] = precision_at_k(y_true, scores, k)
+    out.update(ranking_metrics(y_true, scores))
+    if train_counts is not None:
+        out.update(_rare(y_true, y_pred, train_counts))
     if with_auc:
         out.update(_aucs(y_true, scores))
     return out

@@ -75,5 +75,6 @@ def server_scores(model: torch.nn.Module, data: dict[str, np.ndarray]) -> dict[s
     probs = {p: predict_proba(model, data[f"x_{p}"]) for p in ("val", "test")}
     threshold = choose_threshold(data["y_val"], probs["val"])
     frequent = top_k_labels(data["y_train"], 50)
-    return {p: compute_metrics(data[f"y_{p}"], probs[p], threshold=threshold, frequent=frequent)
+    return {p: compute_metrics(data[f"y_{p}"], probs[p], threshold=threshold, frequent=frequent,
+                               train_counts=data["y_train"].sum(axis=0))
             for p in ("val", "test")}
