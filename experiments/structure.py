@@ -27,7 +27,7 @@ __all__ = ["STAGES", "stage_of", "import_graph", "cycles", "backward_imports", "
 STAGES: list[tuple[int, str, tuple[str, ...]]] = [
     (0, "foundation", ("fedicd.errors", "fedicd.config_types", "fedicd.output_dir", "fedicd.metrics",
                        "fedicd.losses", "fedicd.heads", "fedicd.scaling", "fedicd.provenance", "fedicd.plots",
-                       "fedicd.train_config", "fedicd.sequences", "fedicd.label_wise", "fedicd.heads_sequence")),
+                       "fedicd.train_config", "fedicd.sequences", "fedicd.heads_sequence")),
     (1, "data", ("fedicd.data",)),
     (2, "embedding", ("fedicd.embedding",)),
     (3, "partition", ("fedicd.partition",)),

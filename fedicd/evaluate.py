@@ -2,7 +2,8 @@
 
 The test split is rebuilt from the run's resolved config (splits and label
 rules are deterministic for a seed), so a saved run can be checked or scored
-again after the code changes.
+again after the code changes. A chunk-sequence head's run (:data:`fedicd.heads.SEQUENCE_HEADS`) is scored on the
+test notes' chunk sequences, every chunk vector through the run's saved scaler (fitted on chunk rows).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import torch
 from fedicd.config import config_from_dict
 from fedicd.data.labels import load_binarizer, transform_codes
 from fedicd.embedding import embed_texts
+from fedicd.heads import SEQUENCE_HEADS
+from fedicd.sequences import ChunkSequences
 from fedicd.prepare import ids_digest, prepare_data
 from fedicd.metrics import compute_metrics, top_k_labels
 from fedicd.scaling import load_scaler
@@ -37,6 +40,17 @@ def load_model(path: str | Path) -> torch.nn.Module:
     return model.eval()
 
 
+def _features(texts: list[str], cfg, run_dir: Path) -> np.ndarray | ChunkSequences:
+    """The notes as the saved head reads them: pooled vectors, or chunk sequences for a chunk-sequence head,
+    standardised by the run's saved scaler."""
+    scaler = load_scaler(run_dir / "scaler.npz")
+    if cfg.train.head not in SEQUENCE_HEADS:
+        vectors = embed_texts(texts, cfg.embedding, cache_dir=cfg.cache_dir, progress=False).vectors
+        return scaler.transform(vectors).astype(np.float32)
+    result = embed_texts(texts, cfg.embedding, cache_dir=cfg.cache_dir, progress=False, keep_chunks=True)
+    return result.sequences.map_chunks(lambda chunks: scaler.transform(chunks).astype(np.float32))
+
+
 def evaluate_run(run_dir: str | Path, *, part: str = "test") -> dict[str, float]:
     """Metrics of the saved model in ``run_dir`` on ``part`` at the run's saved threshold."""
     run_dir = Path(run_dir)
@@ -52,9 +66,7 @@ def evaluate_run(run_dir: str | Path, *, part: str = "test") -> dict[str, float]
     if saved_digest is not None and saved_digest != ids_digest([data.notes.ids[i] for i in idx]):
         raise ValueError(f"the {part} notes rebuilt from {run_dir / 'config.json'} are not the ones the run was "
                          "scored on: the data or split changed since the run")
-    vectors = embed_texts([data.notes.texts[i] for i in idx], cfg.embedding, cache_dir=cfg.cache_dir,
-                          progress=False).vectors
-    x = load_scaler(run_dir / "scaler.npz").transform(vectors).astype(np.float32)
+    x = _features([data.notes.texts[i] for i in idx], cfg, run_dir)
     y, _ = transform_codes(mlb, [data.notes.codes[i] for i in idx])
     probs = predict_proba(load_model(run_dir / "model.pt"), x)
     return compute_metrics(y, probs, threshold=results[part]["threshold"],

@@ -31,7 +31,13 @@ Measured (privacy_matrix_synthetic, 5 clients, 10 rounds, sample-level DP at
 0.260 / 0.263 / 0.266 at unit norm (its steps are d times smaller); the MLP
 0.506 / 0.472 / 0.450, 0.497 / 0.470 / 0.452 and 0.281 / 0.442 / 0.451.
 
-Every head ends in an ``nn.Linear`` (the output layer, :func:`output_layer`).
+Every pooled head ends in an ``nn.Linear`` (the output layer, :func:`output_layer`).
+
+The chunk-sequence heads ``"label_attention"`` and ``"multires_cnn"`` (:data:`SEQUENCE_HEADS`,
+:mod:`fedicd.heads_sequence`) read a note's chunk vectors ``[B, T, 1 + d]`` (:mod:`fedicd.sequences`) and end in an
+``nn.Linear`` ``out`` (k → labels) applied to every chunk, whose per-chunk label scores each label's attention
+pools; ``hidden`` is their one width (attention projection / filter maps), ``kernel_sizes``
+(``train.kernel_sizes``) multires_cnn's convolutions.
 """
 
 from __future__ import annotations
@@ -41,29 +47,18 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from fedicd.heads_sequence import INPUT_NORMS, L2Normalize, LabelAttention, MultiResCNN, check_kernel_sizes, \
+    expected_sequence_parameters
+from fedicd.heads_sequence import check_dims as _check_dims
+from fedicd.heads_sequence import input_layer as _input_layer
+
 __all__ = ["MLP", "DeepMLP", "DeepResMLP", "Linear", "Bottleneck", "L2Normalize", "HEADS", "INPUT_NORMS",
-           "build_head", "count_parameters", "expected_parameters", "output_layer", "SEQUENCE_HEADS"]
+           "build_head", "count_parameters", "expected_parameters", "output_layer", "SEQUENCE_HEADS",
+           "POOLED_HEADS", "LabelAttention", "MultiResCNN"]
 
 _NORMS = ("batch", "layer", "group", "none")
 SEQUENCE_HEADS = ("label_attention", "multires_cnn")  # heads that read chunk sequences [B, T, 1 + d] (fedicd.sequences)
-INPUT_NORMS = ("none", "l2")
 BOTTLENECK_RANK = 64
-
-
-class L2Normalize(nn.Module):
-    """Scale every row ``x`` of ``[B, d]`` to ``√d · x / ‖x‖₂`` (parameter-free; a zero row stays zero)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = x.shape[-1] ** 0.5
-        return scale * x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-
-def _input_layer(kind: str) -> nn.Module:
-    if kind == "l2":
-        return L2Normalize()
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {kind!r} (set train.input_norm)")
 
 
 def _norm(kind: str, width: int) -> nn.Module:
@@ -76,13 +71,6 @@ def _norm(kind: str, width: int) -> nn.Module:
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"norm must be one of {_NORMS}, got {kind!r}")
-
-
-def _check_dims(input_dim: int, n_labels: int, dropout: float) -> None:
-    if input_dim < 1 or n_labels < 1:
-        raise ValueError(f"input_dim and n_labels must be >= 1, got {input_dim} and {n_labels}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
 
 class MLP(nn.Module):
@@ -185,41 +173,56 @@ class Bottleneck(nn.Module):
 
 
 HEADS: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "deep_mlp": DeepMLP, "deep_res_mlp": DeepResMLP,
-                                             "linear": Linear, "bottleneck": Bottleneck}
+                                             "linear": Linear, "bottleneck": Bottleneck,
+                                             "label_attention": LabelAttention, "multires_cnn": MultiResCNN}
+POOLED_HEADS = tuple(name for name in HEADS if name not in SEQUENCE_HEADS)  # heads that read [B, d] vectors
 
 
-_ONE_WIDTH = ("mlp", "deep_res_mlp", "bottleneck")
+_ONE_WIDTH = ("mlp", "deep_res_mlp", "bottleneck", *SEQUENCE_HEADS)
+
+
+def _check_hidden(name: str, hidden: Sequence[int]) -> tuple[int, ...]:
+    if name == "linear":
+        raise ValueError(f"head 'linear' has no hidden layer, got hidden={list(hidden)}; unset train.hidden")
+    hidden = tuple(hidden)
+    if (name in _ONE_WIDTH and len(hidden) != 1) or not hidden or min(hidden) < 1:
+        rule = "exactly one width" if name in _ONE_WIDTH else "one or more widths"
+        raise ValueError(f"hidden for head {name!r} takes {rule} >= 1, got {list(hidden)}")
+    return hidden
 
 
 def build_head(name: str, input_dim: int, n_labels: int, **kwargs) -> nn.Module:
-    """Construct a head by registry name (``mlp``, ``deep_mlp``, ``deep_res_mlp``, ``linear``, ``bottleneck``).
+    """Construct a head by registry name (``mlp``, ``deep_mlp``, ``deep_res_mlp``, ``linear``, ``bottleneck``, and
+    the chunk-sequence heads ``label_attention`` and ``multires_cnn``, :mod:`fedicd.heads_sequence`).
 
-    Keywords (``hidden``, ``norm``, ``dropout``, ``input_norm``, ``n_blocks``) that are None take the head's
-    default. Raises ValueError for an unknown name, widths the head cannot take, or a bad norm/dropout.
+    Keywords (``hidden``, ``norm``, ``dropout``, ``input_norm``, ``n_blocks``, ``kernel_sizes``) that are None take
+    the head's default. Raises ValueError for an unknown name, widths or kernel sizes the head cannot take, or a
+    bad norm/dropout.
     """
     if name not in HEADS:
         raise ValueError(f"unknown head {name!r}; choose one of {sorted(HEADS)}")
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    if name == "linear" and kwargs.get("hidden") is not None:
-        raise ValueError(f"head 'linear' has no hidden layer, got hidden={list(kwargs['hidden'])}; unset train.hidden")
     if "hidden" in kwargs:
-        kwargs["hidden"] = tuple(kwargs["hidden"])
-        if (name in _ONE_WIDTH and len(kwargs["hidden"]) != 1) or not kwargs["hidden"] \
-                or min(kwargs["hidden"]) < 1:
-            rule = "exactly one width" if name in _ONE_WIDTH else "one or more widths"
-            raise ValueError(f"hidden for head {name!r} takes {rule} >= 1, got {list(kwargs['hidden'])}")
+        kwargs["hidden"] = _check_hidden(name, kwargs["hidden"])
+    if "kernel_sizes" in kwargs:
+        if name != "multires_cnn":
+            raise ValueError(f"train.kernel_sizes sets the convolutions of head 'multires_cnn'; head {name!r} has "
+                             f"none, got kernel_sizes={list(kwargs['kernel_sizes'])}: unset train.kernel_sizes")
+        kwargs["kernel_sizes"] = check_kernel_sizes(kwargs["kernel_sizes"])
     return HEADS[name](input_dim, n_labels, **kwargs)
 
 
 def output_layer(model: nn.Module) -> nn.Linear:
-    """The head's output layer: the last ``nn.Linear`` in ``model.modules()`` (every fedicd head ends in one).
+    """The head's output layer: the last ``nn.Linear`` in ``model.modules()``.
 
-    Raises ValueError when the model holds no ``nn.Linear``.
+    Every fedicd head ends in one: the pooled heads apply it to the last hidden vector, the chunk-sequence heads
+    (``out``) to every chunk before attention pooling (the weights sum to 1, so its bias is added to every logit
+    unchanged). Raises ValueError when the model holds none.
     """
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not layers:
         raise ValueError(f"{type(model).__name__} has no nn.Linear layer, so no output layer to find")
-    return linears[-1]
+    return layers[-1]
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -228,8 +231,12 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def expected_parameters(name: str, input_dim: int, n_labels: int, *, hidden: Sequence[int] | None = None,
-                        n_blocks: int = 2, norm: str | None = None) -> int:
-    """Closed-form parameter count of a head (default widths unless ``hidden``), for tests and docs."""
+                        n_blocks: int = 2, norm: str | None = None, kernel_sizes: Sequence[int] | None = None) -> int:
+    """Closed-form parameter count of a head (default widths unless ``hidden``; ``kernel_sizes``: multires_cnn's),
+    for tests and docs."""
+    if name in SEQUENCE_HEADS:
+        return expected_sequence_parameters(name, input_dim, n_labels, hidden=hidden, kernel_sizes=kernel_sizes,
+                                            norm=norm)
     norm_params = {"batch": 2, "layer": 2, "group": 2, "none": 0}
     if name == "mlp":
         (h,) = hidden or (512,)

@@ -27,7 +27,8 @@ import torch
 
 from fedicd.errors import ConfigError, ShapeError
 from fedicd.metrics import f1_scores
-from fedicd.train import Batch, Step, TrainConfig, plain_step, run_epoch, shuffled_batches
+from fedicd.sequences import ChunkSequences, as_model_input
+from fedicd.train import Batch, Step, TrainConfig, plain_step, predict_logits, run_epoch, shuffled_batches
 
 if TYPE_CHECKING:
     from flwr.app import ArrayRecord
@@ -38,11 +39,11 @@ __all__ = ["LocalData", "LocalTrainConfig", "round_lr", "round_seed", "local_opt
 
 
 class LocalData(Protocol):
-    """A client's rows (e.g. :class:`fedicd.federated.staged.ClientData`)."""
+    """A client's rows (e.g. :class:`fedicd.federated.staged.ClientData`): pooled vectors or chunk sequences."""
 
-    x_train: np.ndarray
+    x_train: np.ndarray | ChunkSequences
     y_train: np.ndarray
-    x_val: np.ndarray
+    x_val: np.ndarray | ChunkSequences
     y_val: np.ndarray
 
 
@@ -134,7 +135,7 @@ def local_train(model: torch.nn.Module, data: LocalData, train_cfg: TrainConfig,
                 scaffold_c: dict[str, torch.Tensor] | None = None,
                 scaffold_c_i: dict[str, torch.Tensor] | None = None) -> float:
     """Train ``model`` in place on the client's rows; returns the mean batch loss of the last epoch."""
-    x = torch.as_tensor(data.x_train, dtype=torch.float32)
+    x = as_model_input(data.x_train)
     y = torch.as_tensor(data.y_train, dtype=torch.float32)
     loss_fn = train_cfg.loss()
     after_loss, before_update = _strategy_hooks(model, local.proximal_mu, scaffold_c, scaffold_c_i)
@@ -173,7 +174,7 @@ def evaluate_local(model: torch.nn.Module, data: LocalData, train_cfg: TrainConf
     if len(data.x_val) == 0:
         raise ValueError("this client holds no validation notes")
     model.eval()
-    logits = model(torch.as_tensor(data.x_val, dtype=torch.float32))
+    logits = predict_logits(model, data.x_val)
     loss = float(train_cfg.loss()(logits, torch.as_tensor(data.y_val, dtype=torch.float32)))
     micro, macro = f1_scores(data.y_val, torch.sigmoid(logits).numpy(), threshold=0.5)
     return {"eval_loss": loss, "micro_f1": micro, "macro_f1": macro}

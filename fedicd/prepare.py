@@ -24,7 +24,9 @@ from fedicd.data.sources import load_notes
 from fedicd.data.splits import EmptySplitError, holdout_split, kfold_split, stratified_split
 from fedicd.embedding import embed_texts
 from fedicd.errors import ConfigError, DataFormatError
+from fedicd.heads import SEQUENCE_HEADS
 from fedicd.privacy.config import noise_embeddings
+from fedicd.sequences import ChunkSequences, ChunksMissingError
 
 __all__ = ["PreparedData", "prepare_data", "restrict_label_space", "embed_parts", "ids_digest", "MIN_EVAL_NOTES",
            "MIN_EVAL_CODE_SHARE", "PARTS"]
@@ -219,21 +221,49 @@ def restrict_label_space(data: PreparedData, drop: Iterable[str]) -> PreparedDat
     return PreparedData(notes=data.notes, parts=data.parts, binarizer=mlb, labels=labels, label_info=label_info)
 
 
-def embed_parts(data: PreparedData, cfg: ExperimentConfig) -> tuple[dict[str, np.ndarray], dict, StandardScaler]:
+def embed_parts(data: PreparedData, cfg: ExperimentConfig
+                ) -> tuple[dict[str, np.ndarray | ChunkSequences], dict, StandardScaler]:
     """Embed every note once (cached), noise the vectors if ``privacy.embedding_noise`` > 0 (every note, before
-    the scaler and training; seed ``cfg.seed``), then standardise with a train-fitted scaler."""
-    result = embed_texts(data.notes.texts, cfg.embedding, cache_dir=cfg.cache_dir)
+    the scaler and training; seed ``cfg.seed``), then standardise with a train-fitted scaler.
+
+    For a chunk-sequence head (``train.head`` in :data:`fedicd.heads.SEQUENCE_HEADS`) the notes are embedded with
+    their chunks kept and each split's features are a :class:`fedicd.sequences.ChunkSequences`: the noise applies
+    to every chunk vector, and the scaler is fitted on the training notes' chunk rows (one row per chunk);
+    ``info["sequences"]`` gives notes, chunks, longest and mean length and bytes per split. Other heads get one
+    standardised vector per note, ``float32 [notes, dim]``.
+    """
+    keep_chunks = cfg.train.head in SEQUENCE_HEADS
+    chunks = {"keep_chunks": True} if keep_chunks else {}  # pooled heads: the call of old, unchanged
+    result = embed_texts(data.notes.texts, cfg.embedding, cache_dir=cfg.cache_dir, **chunks)
     info = {"model": result.model_id, "dim": result.dim, "n_chunked": result.n_chunked,
             "n_chunks": result.n_chunks, "n_cached": result.n_cached, "n_reembedded": result.n_reembedded,
             "n_corrupt": result.n_corrupt, "cache_problems": list(result.cache_problems),
             "language_check": dict(result.language_check)}
     data.notes.summary.info["notes_chunked"] = result.n_chunked
-    vectors, sigma = result.vectors, cfg.privacy.embedding_noise
+    sigma = cfg.privacy.embedding_noise
     if sigma > 0:
-        vectors = noise_embeddings(vectors, sigma, seed=cfg.seed)
         info["embedding_noise"] = sigma
+    if keep_chunks:
+        return _standardised_sequences(result.sequences, data.parts, sigma, cfg.seed, info)
+    vectors = noise_embeddings(result.vectors, sigma, seed=cfg.seed) if sigma > 0 else result.vectors
     scaler = StandardScaler().fit(vectors[data.parts["train"]])
     feats = {p: scaler.transform(vectors[idx]).astype(np.float32) for p, idx in data.parts.items()}
+    return feats, info, scaler
+
+
+def _standardised_sequences(sequences: ChunkSequences | None, parts: dict[str, np.ndarray], sigma: float, seed: int,
+                            info: dict) -> tuple[dict[str, ChunkSequences], dict, StandardScaler]:
+    """Noised (σ > 0), then standardised chunk sequences per split; the scaler fitted on the training chunk rows."""
+    if sequences is None:
+        raise ChunksMissingError("embed_texts(..., keep_chunks=True) returned no chunk sequences")
+    if sigma > 0:
+        sequences = sequences.map_chunks(lambda chunks: noise_embeddings(chunks, sigma, seed=seed))
+    taken = {p: sequences.take(idx) for p, idx in parts.items()}  # copies: standardised in place below
+    scaler = StandardScaler().fit(taken["train"].chunks)
+    feats = {p: x.map_chunks(lambda chunks: scaler.transform(chunks, copy=False)) for p, x in taken.items()}
+    info["sequences"] = {p: {"notes": len(x), "chunks": int(len(x.chunks)), "max_length": x.max_length,
+                             "mean_length": float(x.lengths.mean()) if len(x) else 0.0, "bytes": x.nbytes}
+                         for p, x in feats.items()}
     return feats, info, scaler
 
 

@@ -26,9 +26,16 @@ class TrainConfig:
     """The training mode, "central" or "federated"; set by the run (a federated run trains through [federated])."""
     head: str = "mlp"
     """The classifier head: "mlp", "deep_mlp", "deep_res_mlp", "linear" (one linear layer, the strong DP baseline)
-    or "bottleneck" (a rank-r linear map d → r → labels, r = hidden[0], default 64); see fedicd.heads."""
+    or "bottleneck" (a rank-r linear map d → r → labels, r = hidden[0], default 64); or a chunk-sequence head
+    reading each note's chunk vectors: "label_attention" (LAAT's label-wise attention over the chunks) or
+    "multires_cnn" (MultiResCNN's convolutions over the chunks, then label attention); see fedicd.heads and
+    fedicd.heads_sequence."""
     hidden: tuple[int, ...] | None = None
-    """Hidden layer widths; unset uses the head's own defaults ("linear" takes none, "bottleneck" one: its rank)."""
+    """Hidden layer widths; unset uses the head's own defaults ("linear" takes none, "bottleneck" one: its rank;
+    "label_attention" one: its attention projection, default 256; "multires_cnn" one: filter maps per kernel size,
+    default 100)."""
+    kernel_sizes: tuple[int, ...] | None = None
+    """Head "multires_cnn" only: the odd convolution kernel sizes, in chunks, one branch each; unset: [1, 3, 5]."""
     input_norm: str = "none"
     """The head's input: "none" (as given) or "l2" (a parameter-free first layer scaling each row to L2 norm √d;
     saved heads are unchanged by it)."""
@@ -66,6 +73,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0 and weight_decay >= 0, got lr={self.lr}, weight_decay={self.weight_decay}")
         if self.hidden is not None:
             object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.kernel_sizes is not None:
+            object.__setattr__(self, "kernel_sizes", tuple(int(k) for k in self.kernel_sizes))
         if self.mode not in ("central", "federated"):
             raise ValueError(f"mode must be 'central' or 'federated', got {self.mode!r}")
         if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
@@ -79,7 +88,7 @@ class TrainConfig:
 
     def build(self, input_dim: int, n_labels: int) -> nn.Module:
         return build_head(self.head, input_dim, n_labels, hidden=self.hidden, norm=self.norm, dropout=self.dropout,
-                          input_norm=self.input_norm)
+                          input_norm=self.input_norm, kernel_sizes=self.kernel_sizes)
 
     def loss(self, reduction: str = "mean") -> HybridLoss:
         return HybridLoss(alpha=self.focal_alpha, gamma=self.focal_gamma, bce_weight=self.bce_weight,

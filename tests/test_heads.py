@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from fedicd.heads import HEADS, L2Normalize, build_head, count_parameters, expected_parameters, output_layer
+from fedicd.heads import HEADS, POOLED_HEADS, L2Normalize, build_head, count_parameters, expected_parameters, output_layer
 from fedicd.losses import HybridLoss
 from fedicd.privacy.accounting import DPPlan
 from fedicd.privacy.dp_sgd import DPStepper
@@ -24,7 +24,7 @@ def test_mlp_count_by_hand():
     assert count_parameters(build_head("mlp", 1024, 1267)) == 524_288 + 512 + 648_704 + 1267
 
 
-@pytest.mark.parametrize("name", sorted(HEADS))
+@pytest.mark.parametrize("name", sorted(POOLED_HEADS))  # sequence heads: tests/test_heads_sequence.py
 def test_forward_shape_any_input_dim(name):
     model = build_head(name, 37, 11).eval()
     assert model(torch.randn(5, 37)).shape == (5, 11)
@@ -68,7 +68,7 @@ def test_bottleneck_is_a_rank_r_linear_map():
     torch.testing.assert_close(model(2 * x).detach() - b, 2 * logits)  # linear: no non-linearity
 
 
-@pytest.mark.parametrize("name", sorted(HEADS))
+@pytest.mark.parametrize("name", sorted(POOLED_HEADS))  # sequence heads: tests/test_heads_sequence.py
 def test_output_layer_is_the_layer_that_writes_the_logits(name):
     model = build_head(name, 16, 7, input_norm="l2").eval()
     out = output_layer(model)
@@ -90,7 +90,7 @@ def test_l2_normalize_gives_rows_of_norm_sqrt_d_and_keeps_zero_rows():
     torch.testing.assert_close(norms, torch.tensor([3.0] * 5 + [0.0]))
 
 
-@pytest.mark.parametrize("name", sorted(HEADS))
+@pytest.mark.parametrize("name", sorted(POOLED_HEADS))  # sequence heads: tests/test_heads_sequence.py
 def test_input_norm_makes_the_head_blind_to_row_scale_and_keeps_the_state_dict(name):
     plain = build_head(name, 12, 5, dropout=0.0)
     normed = build_head(name, 12, 5, dropout=0.0, input_norm="l2")

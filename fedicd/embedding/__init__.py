@@ -8,6 +8,8 @@ The public names are listed in ``__all__``; the modules are
 - ``chunking``: overlapping windows and chunk pooling (pure functions);
 - ``cache``: append-only on-disk vector cache, checksummed per row
   (``cache_shards``: one shard's files and checksums);
+- ``chunk_cache``: the chunk vectors kept by ``embed_texts(..., keep_chunks=True)``:
+  collected, cached beside the note vectors, assembled into a ChunkSequences;
 - ``language``: the check that texts suit an English encoder;
 - ``pipeline``: :func:`embed_texts`.
 """

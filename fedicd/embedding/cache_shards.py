@@ -7,7 +7,11 @@ A shard is ``shard-<id>.npy`` (float32 ``[n, dim]``) plus ``shard-<id>.keys.json
 
 ``row_digests[i]`` is blake2b-128 over ``keys[i]``, ``n_chunks[i]`` and the
 little-endian float32 bytes of row ``i``, so a changed vector, a changed count
-or a key moved to another row all fail the check. A ``null`` key marks a row
+or a key moved to another row all fail the check. A chunk shard (the chunk
+vectors of notes, :class:`fedicd.embedding.cache.EmbeddingCache` with
+``chunk_rows=True``) stores ``n_chunks[i]`` consecutive rows for key ``i``
+(``[sum(n_chunks), dim]``), and ``row_digests[i]`` covers all of them, so a
+note's chunks are served whole or not at all. A ``null`` key marks a row
 discarded after it failed its check. Records without ``row_digests`` were
 written by an older fedicd and cannot be verified.
 
@@ -28,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SHARD_FORMAT", "ShardError", "ShardRecord", "open_vectors", "row_digest", "write_atomic", "write_shard"]
+__all__ = ["SHARD_FORMAT", "ShardError", "ShardRecord", "open_vectors", "row_digest", "row_starts", "write_atomic",
+           "write_shard"]
 
 SHARD_FORMAT = 2
 _DIGEST = "blake2b-128"
@@ -102,8 +107,14 @@ def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def open_vectors(path: Path, record: ShardRecord) -> np.ndarray:
-    """Memory-map a shard's vectors, checking the header against its record.
+def row_starts(heights: Sequence[int]) -> np.ndarray:
+    """First row of each key when key ``i`` owns ``heights[i]`` consecutive rows (``int64 [n_keys + 1]``)."""
+    return np.concatenate([[0], np.cumsum(np.asarray(heights, dtype=np.int64))]).astype(np.int64)
+
+
+def open_vectors(path: Path, record: ShardRecord, n_rows: int | None = None) -> np.ndarray:
+    """Memory-map a shard's vectors, checking the header against its record (``n_rows`` rows, default one per
+    key).
 
     Raises
     ------
@@ -114,20 +125,28 @@ def open_vectors(path: Path, record: ShardRecord) -> np.ndarray:
         data = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:  # numpy: "mmap length is greater than file size"...
         raise ShardError(f"{path}: vectors are unreadable ({err})") from err
-    expected = (len(record.keys), record.dim) if record.dim is not None else (len(record.keys),)
+    rows = len(record.keys) if n_rows is None else n_rows
+    expected = (rows, record.dim) if record.dim is not None else (rows,)
     if data.dtype != np.float32 or data.ndim != 2 or data.shape[: len(expected)] != expected:
         raise ShardError(f"{path}: vectors are {data.dtype} {data.shape}; the index expects float32 {expected}")
     return data
 
 
-def write_shard(directory: Path, keys: Sequence[str], vectors: np.ndarray,
-                n_chunks: Sequence[int]) -> tuple[str, ShardRecord]:
-    """Write a new shard (vectors first, the index last); return its name and record."""
+def write_shard(directory: Path, keys: Sequence[str], vectors: np.ndarray, n_chunks: Sequence[int], *,
+                chunk_rows: bool = False) -> tuple[str, ShardRecord]:
+    """Write a new shard (vectors first, the index last); return its name and record.
+
+    With ``chunk_rows`` key ``i`` owns ``n_chunks[i]`` consecutive rows of ``vectors`` (one digest over them).
+    """
     shard = "shard-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     counts = [int(c) for c in n_chunks]
+    starts = row_starts(counts if chunk_rows else [1] * len(counts))
+    if starts[-1] != len(vectors):
+        raise ValueError(f"{len(keys)} keys own {int(starts[-1])} rows but {len(vectors)} vectors were given")
     record = ShardRecord(keys=list(keys), n_chunks=counts, dim=int(vectors.shape[1]),
-                         row_digests=[row_digest(k, c, v) for k, c, v in zip(keys, counts, vectors, strict=True)])
+                         row_digests=[row_digest(k, c, vectors[starts[i]:starts[i + 1]])
+                                      for i, (k, c) in enumerate(zip(keys, counts, strict=True))])
     buffer = BytesIO()
     np.save(buffer, vectors, allow_pickle=False)
     write_atomic(directory / f"{shard}.npy", buffer.getvalue())

@@ -134,7 +134,8 @@ class EmbeddingResult:
     n_chunks:
         Chunks embedded by this call (0 when every text came from the cache).
     n_cached:
-        Texts served from the cache.
+        Texts served from the cache (with ``keep_chunks=True``: vector and
+        chunk vectors both served from the cache).
     model_id:
         Model name as configured (the alias resolves to its hub id).
     dim:
@@ -171,7 +172,8 @@ class EmbeddingResult:
     language_check: dict[str, object] = field(default_factory=dict)
     sequences: ChunkSequences | None = None
     """With ``keep_chunks=True``: every text's chunk vectors in text order (:class:`fedicd.sequences.ChunkSequences`,
-    ``len == n_texts``, the same chunks whose pooling gives ``vectors``); None otherwise."""
+    ``len == n_texts``, the same chunks whose pooling gives ``vectors``; L2-normalised one by one when
+    ``normalize``, while ``vectors`` are pooled from the raw chunks and normalised after pooling); None otherwise."""
 
     def __post_init__(self) -> None:
         if self.vectors.ndim != 2 or self.vectors.shape[1] != self.dim:

@@ -14,7 +14,7 @@ from flwr.app import Message, MetricRecord, RecordDict
 from fedicd.local_training import LocalTrainConfig, build_model, evaluate_local
 from fedicd.federated.faults import inject_fault, should_fail
 from fedicd.federated.local import ClientSetup
-from fedicd.federated.staged import load_client_data
+from fedicd.federated.staged import ClientData, check_features_fit, load_client_data
 
 __all__ = ["handle_train", "handle_evaluate"]
 
@@ -41,12 +41,19 @@ def _local_config(msg: Message, setup: ClientSetup, rnd: int) -> LocalTrainConfi
                             momentum=float(fed.local_momentum))
 
 
+def _client_data(setup: ClientSetup) -> ClientData:
+    """This client's staged rows, refused when the run's head cannot read them (chunk sequences vs pooled)."""
+    data = load_client_data(setup.run_dir, setup.pid)
+    check_features_fit(data.x_train, setup.plan.train.head, f"client {setup.pid}'s staged rows in {setup.run_dir}")
+    return data
+
+
 def handle_train(msg: Message, setup: ClientSetup) -> Message:
     """Train the round's global model on this client's rows; reply with the update and its metrics."""
     fed, pid = setup.plan.federated, setup.pid
     _pin_threads(fed.client_cpus)
     rnd = int(msg.content["config"]["server-round"])
-    data = load_client_data(setup.run_dir, pid)
+    data = _client_data(setup)
     model = _global_model(msg, setup)
     local = _local_config(msg, setup, rnd)
     t0 = time.perf_counter()
@@ -68,7 +75,7 @@ def handle_train(msg: Message, setup: ClientSetup) -> Message:
 def handle_evaluate(msg: Message, setup: ClientSetup) -> Message:
     """Score the round's global model on this client's validation rows."""
     _pin_threads(setup.plan.federated.client_cpus)
-    data = load_client_data(setup.run_dir, setup.pid)
+    data = _client_data(setup)
     if len(data.x_val) == 0:  # partition.client_validation gave this client no validation notes: nothing to score
         return Message(content=RecordDict({"metrics": MetricRecord({"num-examples": 0, "partition-id": setup.pid})}),
                        reply_to=msg)

@@ -35,7 +35,9 @@ from fedicd.partition import Partition, partition_stats, write_manifest
 from fedicd.partition.rules import check_client_counts
 from fedicd.partition_run import plan_partition
 from fedicd.partition.validation import validation_partition
-from fedicd.federated.staged import FEATURES, MANIFEST, VAL_MANIFEST, ClientData, load_client_data, load_server_data
+from fedicd.federated.staged import (FEATURES, MANIFEST, SPLITS, VAL_MANIFEST, ClientData, check_features_fit,
+                                     load_client_data, load_server_data)
+from fedicd.sequences import ChunkSequences, is_sequence
 
 __all__ = ["stage_data", "stage_arrays", "load_client_data", "load_server_data", "ClientData", "StagedInfo"]
 
@@ -99,7 +101,7 @@ def stage_data(cfg: ExperimentConfig, run_dir: str | Path) -> StagedInfo:
     partition_info = {"feasibility": plan.feasibility.summary, "client_validation": val_info}
     stage_arrays(run_dir, feats, data.labels, val_partition=val_part, partition=partition,
                  note_ids=[data.notes.ids[i] for i in train], stats=partition_stats(plan.labels, partition).to_dict(),
-                 extra={"feasibility": plan.feasibility.report, "client_validation": val_info})
+                 extra={"feasibility": plan.feasibility.report, "client_validation": val_info}, head=cfg.train.head)
     save_binarizer(data.binarizer, Path(run_dir) / "labels.json")
     save_scaler(scaler, Path(run_dir) / "scaler.npz")  # the server's copy of the shared statistics
     return StagedInfo(n_clients=partition.n_clients, input_dim=feats["train"].shape[1],
@@ -107,24 +109,41 @@ def stage_data(cfg: ExperimentConfig, run_dir: str | Path) -> StagedInfo:
                       partition_info=partition_info)
 
 
-def stage_arrays(run_dir: str | Path, features: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+def stage_arrays(run_dir: str | Path, features: dict[str, np.ndarray | ChunkSequences], labels: dict[str, np.ndarray],
                  partition: Partition, val_partition: Partition, *, note_ids: list[str] | None = None,
-                 stats: dict | None = None, extra: dict | None = None) -> None:
+                 stats: dict | None = None, extra: dict | None = None, head: str | None = None) -> None:
     """Write precomputed train/val/test features and labels plus the client partitions under ``run_dir``.
 
     The entry point for vectors made elsewhere (any encoder, or random vectors
-    in benchmarks); :func:`stage_data` calls it after embedding.
+    in benchmarks); :func:`stage_data` calls it after embedding. ``features`` are pooled vectors ``[N, d]`` or,
+    for a chunk-sequence head, :class:`~fedicd.sequences.ChunkSequences` (all three splits alike). ``head``
+    (the run's ``train.head``), when given, must be able to read them: a chunk-sequence head on pooled vectors
+    raises :class:`~fedicd.sequences.ChunksMissingError`, a pooled head on chunk sequences a ConfigError.
     """
     run_dir = Path(run_dir)
-    for part in ("train", "val", "test"):
+    for part in SPLITS:
         if part not in features or part not in labels or len(features[part]) != len(labels[part]):
             raise ValueError(f"features and labels must both hold {part!r} with the same number of rows")
+    kinds = {part: is_sequence(features[part]) for part in SPLITS}
+    if len(set(kinds.values())) > 1:
+        raise ValueError(f"features must be all pooled vectors or all chunk sequences, got chunk sequences for "
+                         f"{[p for p, k in kinds.items() if k]} only")
+    if head is not None:
+        check_features_fit(features["train"], head, f"the training features staged into {run_dir}")
     empty = [n for n, idx in zip(partition.names, partition.clients) if len(idx) == 0]
     if empty:
         raise ValueError(f"clients {empty} received no training notes; raise partition.min_partition_size")
     (run_dir / "data").mkdir(parents=True, exist_ok=True)
-    np.savez(run_dir / FEATURES, **{f"x_{p}": features[p] for p in ("train", "val", "test")},
-             **{f"y_{p}": labels[p] for p in ("train", "val", "test")})
+    np.savez(run_dir / FEATURES, **_feature_arrays(features), **{f"y_{p}": labels[p] for p in SPLITS})
     write_manifest(partition, run_dir / MANIFEST, n_notes=len(features["train"]), note_ids=note_ids,
                    extra={"stats": stats or {}, **(extra or {})})
     write_manifest(val_partition, run_dir / VAL_MANIFEST, n_notes=len(features["val"]))
+
+
+def _feature_arrays(features: dict[str, np.ndarray | ChunkSequences]) -> dict[str, np.ndarray]:
+    """The npz entries of the features: ``x_<split>`` (and ``x_<split>_offsets`` for chunk sequences)."""
+    arrays: dict[str, np.ndarray] = {}
+    for part in SPLITS:
+        x = features[part]
+        arrays.update(x.to_arrays(f"x_{part}") if is_sequence(x) else {f"x_{part}": x})
+    return arrays

@@ -24,6 +24,7 @@ from fedicd.local_training import LocalTrainConfig, local_train, round_seed
 from fedicd.federated.records import from_record, to_record
 from fedicd.federated.staged import ClientData
 from fedicd.run_plan import RunPlan
+from fedicd.sequences import as_model_input, is_sequence
 
 __all__ = ["LocalResult", "LocalTrainer", "PlainTrainer", "ScaffoldTrainer", "PlainCodec", "ClientSetup",
            "default_trainer"]
@@ -86,8 +87,10 @@ class ScaffoldTrainer(LocalTrainer):
         c_i = self._load(c)
         with torch.random.fork_rng(devices=[]):  # c_i+'s dropout: repeatable per (seed, round, client)
             torch.manual_seed(round_seed(local) + 3)
-            c_new = scaffold_client_control(model, torch.as_tensor(data.x_train), torch.as_tensor(data.y_train),
-                                            cfg.loss())
+            # chunk sequences: padded batches of at most 256 notes (their activations are T times larger)
+            c_new = scaffold_client_control(model, as_model_input(data.x_train),
+                                            torch.as_tensor(data.y_train, dtype=torch.float32), cfg.loss(),
+                                            batch_size=256 if is_sequence(data.x_train) else 4096)
         loss = local_train(model, data, cfg, local, scaffold_c=c, scaffold_c_i=c_i)
         delta = to_record({k: (c_new[k] - c_i[k]).numpy() for k in c_new})
         return LocalResult(loss, records={DELTA_CONTROL_KEY: delta},

@@ -14,7 +14,8 @@ import torch
 
 from fedicd.train_config import TrainConfig
 
-__all__ = ["INITIAL_MODEL", "initial_arrays", "load_global_model", "seeded_model", "save_initial_arrays", "server_scores"]
+__all__ = ["INITIAL_MODEL", "initial_arrays", "load_global_model", "seeded_model", "save_initial_arrays", "server_scores",
+           "model_record"]
 
 INITIAL_MODEL = "initial_model.npz"
 
@@ -78,3 +79,12 @@ def server_scores(model: torch.nn.Module, data: dict[str, np.ndarray]) -> dict[s
     return {p: compute_metrics(data[f"y_{p}"], probs[p], threshold=threshold, frequent=frequent,
                                train_counts=data["y_train"].sum(axis=0))
             for p in ("val", "test")}
+
+
+def model_record(model: torch.nn.Module, head: str) -> dict:
+    """``results.json["model"]``: the head's name, its trainable parameters and the bytes of its state dict as
+    float32 (one copy of the model, on disk or in a federated message before any compression)."""
+    from fedicd.heads import count_parameters
+
+    n_values = sum(v.numel() for v in model.state_dict().values())
+    return {"head": head, "parameters": count_parameters(model), "parameter_bytes": int(n_values) * 4}

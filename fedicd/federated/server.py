@@ -24,9 +24,10 @@ from fedicd.federated.model import initial_arrays, load_global_model
 from fedicd.federated.records import from_record, message_bytes
 from fedicd.federated.rounds import RoundResult, ServerSetup, epsilons_so_far, sorted_replies, validator_log
 from fedicd.federated.runtime import PROGRESS_LOGGER, RunControl, StoppableGrid, progress_line
-from fedicd.federated.staged import load_server_data
+from fedicd.federated.staged import check_staged_features, load_server_data
 from fedicd.metrics import choose_threshold, f1_scores
 from fedicd.run_plan import RunPlan
+from fedicd.train import predict_logits
 
 __all__ = ["run_rounds", "global_eval"]
 
@@ -35,7 +36,8 @@ progress = logging.getLogger(PROGRESS_LOGGER)
 
 
 def global_eval(plan: RunPlan, arrays: dict[str, np.ndarray], data: dict) -> dict[str, float]:
-    """Server-side scores of the global model (threshold chosen on validation)."""
+    """Server-side scores of the global model (threshold chosen on validation); ``data``'s features are pooled
+    vectors or chunk sequences (scored in batches)."""
     model = load_global_model(plan.train, plan.input_dim, plan.n_labels, arrays)
     loss_fn = plan.train.loss()
     out = {}
@@ -43,7 +45,7 @@ def global_eval(plan: RunPlan, arrays: dict[str, np.ndarray], data: dict) -> dic
     model.eval()
     for part in ("val", "test"):
         with torch.inference_mode():
-            logits = model(torch.as_tensor(data[f"x_{part}"], dtype=torch.float32))
+            logits = predict_logits(model, data[f"x_{part}"])
             out[f"{part}_loss"] = float(loss_fn(logits, torch.as_tensor(data[f"y_{part}"])))
             probs[part] = torch.sigmoid(logits).numpy()
     threshold = choose_threshold(data["y_val"], probs["val"])
@@ -139,6 +141,7 @@ def run_rounds(grid: Grid, run_dir: Path, plan: RunPlan, setup: ServerSetup, con
     from fedicd.strategies import strategy_state
 
     fed = plan.federated
+    check_staged_features(run_dir, plan.train.head)  # a head that cannot read the staged features fails now
     grid = StoppableGrid(grid, control) if control is not None else grid
     arrays, history, rejections, start = _start_state(run_dir, setup, plan)
     setup.aggregator.check_resume(arrays)

@@ -20,7 +20,7 @@ __all__ = ["PrivacyConfig", "DP_MODES", "CLIPPING_MODES", "ACCOUNTANT_CHOICES", 
            "noise_embeddings"]
 
 DP_MODES = ("none", "sample", "client")
-CLIPPING_MODES = ("fused", "ghost", "hooks")
+CLIPPING_MODES = ("auto", "fused", "ghost", "hooks")
 ACCOUNTANT_CHOICES = ("rdp", "pld")  # fedicd.privacy.accountants.ACCOUNTANTS (kept import-free here)
 CLIENT_SAMPLING = ("fixed", "poisson")
 DEFAULT_DELTA = 1e-5
@@ -36,10 +36,13 @@ class PrivacyConfig:
     ``target_epsilon``: the latter calibrates σ per client, before training,
     for the whole planned run (rounds × local epochs × 1/q steps) at
     ``delta``. ``delta = 0`` means 1e-5, which must be below 1/n for every
-    client. ``clipping`` picks how per-sample norms are computed: ``"fused"``
-    (fedicd's exact one-pass norms for Linear/LayerNorm/GroupNorm heads),
-    ``"ghost"`` (Opacus' ghost clipping) or ``"hooks"`` (Opacus' per-sample
-    gradients); all three clip exactly.
+    client. ``clipping`` picks how per-sample norms are computed: ``"auto"``
+    (the default: ``"fused"`` when every trainable layer of the head has a
+    fused norm, else ``"ghost"``; resolved when the run is planned and recorded
+    in the plan), ``"fused"`` (fedicd's exact one-pass norms for Linear on
+    vectors or chunk sequences, Conv1d, LayerNorm and GroupNorm), ``"ghost"``
+    (Opacus' ghost clipping) or ``"hooks"`` (Opacus' per-sample gradients);
+    all clip exactly.
 
     ``dp = "client"``: client-level central DP with Flower's fixed-clipping
     wrappers: each client's model update is clipped to ``clip`` (on the server,
@@ -66,9 +69,12 @@ class PrivacyConfig:
     noise."""
     delta: float = 0.0
     """DP delta; 0 = 1e-5 (must be below 1/n for every client under sample-level DP)."""
-    clipping: str = "fused"
-    """How per-sample gradient norms are computed under sample-level DP: "fused" (fedicd's exact one-pass norms),
-    "ghost" (Opacus ghost clipping) or "hooks" (Opacus per-sample gradients); all clip exactly."""
+    clipping: str = "auto"
+    """How per-sample gradient norms are computed under sample-level DP: "auto" (resolved when the run is planned:
+    "fused" when every trainable layer of the head has a fused norm, else "ghost", with a head notice; the plan
+    records the choice), "fused" (fedicd's exact one-pass norms: Linear on vectors or chunk sequences, Conv1d,
+    LayerNorm, GroupNorm; refused at planning for other layers), "ghost" (Opacus ghost clipping)
+    or "hooks" (Opacus per-sample gradients); all clip exactly."""
     client_side_clipping: bool = False
     """Client-level DP: clip each update on the client instead of on the server."""
     secure_rng: bool = False

@@ -33,6 +33,7 @@ from fedicd.local_training import (LocalTrainConfig, local_optimizer, proximal_g
 from fedicd.privacy.accounting import DPPlan, PrivacyBudgetExhausted, epsilon_of, epsilons_of, plan_dp
 from fedicd.privacy.config import PrivacyConfig
 from fedicd.privacy.dp_sgd import DPStepper, poisson_batches
+from fedicd.sequences import as_model_input
 from fedicd.train_config import TrainConfig
 
 __all__ = ["client_plan", "check_budget", "dp_local_train", "DPRoundResult"]
@@ -80,12 +81,18 @@ class DPRoundResult:
 
 def dp_local_train(model: torch.nn.Module, x_train, y_train, train_cfg: TrainConfig, local: LocalTrainConfig,
                    privacy: PrivacyConfig, plan: DPPlan, history: list, *,
-                   scaffold: bool = False) -> DPRoundResult:
-    """Run ``local.local_epochs`` epochs of DP-SGD on the client's rows; returns the new accountant history."""
+                   scaffold: bool = False, clipping: str | None = None) -> DPRoundResult:
+    """Run ``local.local_epochs`` epochs of DP-SGD on the client's rows; returns the new accountant history.
+
+    ``x_train`` is one vector per note (array or tensor) or a :class:`~fedicd.sequences.ChunkSequences`
+    (batched by indexing: each Poisson batch is padded to its own longest note). ``clipping`` overrides
+    ``privacy.clipping`` (a client passes the run plan's resolved ``PrivacyPlan.clipping``); ``"auto"`` is
+    resolved here for the model exactly as :func:`fedicd.privacy.plan.plan_privacy` resolves it.
+    """
     if scaffold:
         raise ValueError("SCAFFOLD cannot run under sample-level DP: its control variates are non-private "
                          "full-batch gradients of the client's notes; use fedavg or fedprox")
-    x = torch.as_tensor(x_train, dtype=torch.float32)
+    x = as_model_input(x_train)
     y = torch.as_tensor(y_train, dtype=torch.float32)
     if len(x) != plan.n:
         raise ValueError(f"the DP plan is for {plan.n} notes but the client holds {len(x)}")
@@ -95,7 +102,7 @@ def dp_local_train(model: torch.nn.Module, x_train, y_train, train_cfg: TrainCon
     sampler, noise_gen = _generators(round_seed(local), privacy.secure_rng)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(round_seed(local))
-        stepper = DPStepper(model, opt, train_cfg.loss(), plan, clip=privacy.clip, clipping=privacy.clipping,
+        stepper = DPStepper(model, opt, train_cfg.loss(), plan, clip=privacy.clip, clipping=clipping or privacy.clipping,
                             history=history, noise_generator=noise_gen, secure_rng=privacy.secure_rng)
         try:
             run_local_epochs(model, opt, peak_lr, local, lambda xb, yb: stepper.step(xb, yb, before_update),

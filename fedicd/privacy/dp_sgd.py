@@ -31,7 +31,8 @@ from torch import nn
 
 from fedicd.losses import HybridLoss
 from fedicd.privacy.accounting import DPPlan
-from fedicd.privacy.fused_clipping import FusedClipper
+from fedicd.privacy.fused_clipping import FusedClipper, resolve_clipping
+from fedicd.sequences import ChunkSequences
 
 __all__ = ["make_private_head", "DPStepper", "PerSampleCriterion", "poisson_batches"]
 
@@ -82,10 +83,11 @@ def per_sample_loss(loss: HybridLoss) -> HybridLoss:
     return HybridLoss(alpha=loss.alpha, gamma=loss.gamma, bce_weight=loss.bce_weight, reduction="per_sample")
 
 
-def poisson_batches(x: torch.Tensor, y: torch.Tensor, sample_rate: float, steps: int,
+def poisson_batches(x: torch.Tensor | ChunkSequences, y: torch.Tensor, sample_rate: float, steps: int,
                     generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``steps`` Poisson-sampled batches of ``(x, y)``: each row kept independently with probability
-    ``sample_rate`` (a batch may be empty)."""
+    ``sample_rate`` (a batch may be empty). For chunk sequences ``x[idx]`` is the padded batch
+    ``[B, T, 1 + d]`` (:class:`~fedicd.sequences.ChunkSequences`)."""
     for _ in range(steps):
         idx = (torch.rand(len(x), generator=generator) < sample_rate).nonzero().squeeze(1)
         yield x[idx], y[idx]
@@ -105,15 +107,20 @@ class DPStepper:
 
     ``history`` is the client's accountant history so far (persisted across
     rounds by the caller); :attr:`history` holds it after the steps taken here.
-    ``clipping`` is ``"fused"``, ``"ghost"`` or ``"hooks"``. ``canary_gradients`` (auditing only,
+    ``clipping`` is ``"fused"``, ``"ghost"``, ``"hooks"`` or ``"auto"`` (``"fused"`` when every trainable layer
+    has a fused norm, else ``"ghost"``: :func:`~fedicd.privacy.fused_clipping.resolve_clipping`; :attr:`clipping`
+    holds the method used). ``canary_gradients`` (auditing only,
     :mod:`fedicd.privacy.canaries`) returns, each step, ``{parameter name: tensor}`` added to the clipped
     per-sample sum before the noise (or None: nothing this step); None (the default) changes nothing.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss: HybridLoss, plan: DPPlan, *,
-                 clip: float, clipping: str = "fused", history: list | None = None,
+                 clip: float, clipping: str = "auto", history: list | None = None,
                  noise_generator: torch.Generator | None = None, secure_rng: bool = False,
                  canary_gradients: Callable[[], dict[str, torch.Tensor] | None] | None = None):
+        if clipping not in ("auto", "fused", "ghost", "hooks"):
+            raise ValueError(f"clipping must be 'auto', 'fused', 'ghost' or 'hooks', got {clipping!r}")
+        clipping, _ = resolve_clipping(clipping, model)
         self.model, self.plan, self.clip, self.clipping = model, plan, float(clip), clipping
         self.canary_gradients = canary_gradients
         self.accountant = RDPAccountant()
@@ -130,11 +137,9 @@ class DPStepper:
                                                              loss_reduction="mean")
             self.optimizer = DPOptimizerFastGradientClipping(optimizer, **kwargs)
             self._criterion = DPLossFastGradientClipping(self._gsm, self.optimizer, PerSampleCriterion(loss), "mean")
-        elif clipping == "hooks":
+        else:  # hooks
             self._gsm = GradSampleModule(model, loss_reduction="mean")
             self.optimizer = DPOptimizer(optimizer, **kwargs)
-        else:
-            raise ValueError(f"clipping must be 'fused', 'ghost' or 'hooks', got {clipping!r}")
         self.optimizer.attach_step_hook(self.accountant.get_optimizer_hook_fn(sample_rate=plan.sample_rate))
         self.stats = StepStats()
         self._per_sample = per_sample_loss(loss)

@@ -18,7 +18,7 @@ from fedicd.privacy.config import PrivacyConfig
 from fedicd.run_plan import PrivacyPlan
 from fedicd.train_config import TrainConfig
 
-__all__ = ["plan_privacy", "dp_compatible_train", "client_cohort"]
+__all__ = ["plan_privacy", "planned_clipping", "dp_compatible_train", "client_cohort"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,28 @@ def dp_compatible_train(train: TrainConfig, input_dim: int, n_labels: int) -> tu
     return replaced, notices
 
 
+def planned_clipping(requested: str, train: TrainConfig, input_dim: int, n_labels: int) -> tuple[str, str | None]:
+    """The per-sample clipping method the run uses, and a head notice when ``"auto"`` fell back to ``"ghost"``.
+
+    ``"auto"`` is ``"fused"`` when every trainable layer of the (DP-compatible) head has a fused norm
+    (:func:`fedicd.privacy.fused_clipping.unsupported_layers`), else ``"ghost"``. ``"fused"`` on a head with an
+    unsupported layer is a :class:`ConfigError` naming the layers; ``"ghost"`` and ``"hooks"`` are kept.
+    """
+    from fedicd.privacy.fused_clipping import UnsupportedLayerError, resolve_clipping
+
+    if requested not in ("auto", "fused"):
+        return requested, None
+    with torch.random.fork_rng(devices=[]):
+        head = train.build(input_dim, n_labels)
+    try:
+        clipping, why = resolve_clipping(requested, head)
+    except UnsupportedLayerError as exc:
+        raise ConfigError(f"head {train.head!r}: {exc}") from None
+    if why:
+        log.warning("DP: %s", why)
+    return clipping, why
+
+
 def plan_privacy(privacy: PrivacyConfig, fed: FedConfig, train: TrainConfig, client_sizes: list[int],
                  input_dim: int, n_labels: int) -> tuple[TrainConfig, PrivacyPlan]:
     """(the train config the run uses, its privacy plan); ``train`` unchanged when DP is off."""
@@ -64,10 +86,12 @@ def plan_privacy(privacy: PrivacyConfig, fed: FedConfig, train: TrainConfig, cli
 
         check_compatible(fed.strategy, dp="sample")  # the strategy's spec says whether it can
         train, notices = dp_compatible_train(train, input_dim, n_labels)
+        clipping, why = planned_clipping(p.clipping, train, input_dim, n_labels)
+        notices = [*notices, why] if why else notices
         plans = [client_plan(p, n, train.batch_size, fed.rounds, fed.local_epochs).to_dict() for n in client_sizes]
         selected = "opacus RDP" if p.accountant == "rdp" else "dp-accounting PLD"
         return train, PrivacyPlan.from_dict({**base, "accountant": f"{selected} (per client, sample-level)",
-                                             "clipping": p.clipping, "head_notices": notices, "clients": plans})
+                                             "clipping": clipping, "head_notices": notices, "clients": plans})
     return _plan_client(p, fed, train, client_sizes, input_dim, n_labels, base)
 
 

@@ -26,7 +26,7 @@ class DPSampleTrainer(LocalTrainer):
         check_budget(plan, history, plan.steps_per_epoch * local.local_epochs, partition_id=self.pid,
                      server_round=local.server_round)
         res = dp_local_train(model, data.x_train, data.y_train, self.plan.train, local, privacy, plan, history,
-                             scaffold=False)
+                             scaffold=False, clipping=self.plan.privacy.clipping or None)
         save_history(client_dir, local.server_round, res.history, count_all=privacy.secure_rng)
         return LocalResult(res.loss, {"epsilon": res.epsilon, "epsilon_rdp": res.epsilon_rdp,
                                       "epsilon_pld": res.epsilon_pld, "dp_steps": res.steps,

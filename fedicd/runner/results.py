@@ -12,7 +12,7 @@ import csv
 import json
 from pathlib import Path
 
-from fedicd.federated.model import load_global_model, server_scores
+from fedicd.federated.model import load_global_model, model_record, server_scores
 from fedicd.federated.outcome import run_outcome
 from fedicd.federated.staged import load_server_data
 from fedicd.provenance import provenance
@@ -33,10 +33,11 @@ def write_history(out: Path, history: list[dict]) -> None:
 
 
 def _final_metrics(plan: RunPlan, out: Path, arrays) -> dict:
+    """The final global model's val/test metrics and its ``"model"`` record (head, parameters, bytes)."""
     # the experiment driver holds the clients' key: under CKKS it decrypts the final model here
     readable = round_aggregator(plan, secret_path=driver_key(plan.secure)).readable(arrays)
     model = load_global_model(plan.train, plan.input_dim, plan.n_labels, readable)
-    return server_scores(model, load_server_data(out))
+    return {**server_scores(model, load_server_data(out)), "model": model_record(model, plan.train.head)}
 
 
 def finalize(name: str, out: Path, plan: RunPlan, ckpt: dict, seconds: float) -> dict:

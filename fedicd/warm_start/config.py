@@ -1,12 +1,14 @@
-"""``[warm_start]`` config section: public warm starts of a federated run's head (no privacy spent).
+"""``[warm_start]`` config section: public warm starts of a run's head (no privacy spent).
 
 Two public sources, usable alone or together (descriptions first, then pre-training):
 
-* ``init = "descriptions"``: the output layer is built from the embedded ICD code descriptions of the labels
-  (:mod:`fedicd.warm_start.zero_shot`), a zero-shot coder before any private step;
+* ``init = "descriptions"``: the output layer (and, for the chunk-sequence heads, the label-attention queries) is
+  built from the embedded ICD code descriptions of the labels (:mod:`fedicd.warm_start.zero_shot`), a zero-shot
+  coder before any private step; federated runs (staged by :mod:`fedicd.warm_start.stage`) and central runs
+  (:mod:`fedicd.warm_start.central`);
 * ``public_config``: the head is pre-trained, without DP, on a public corpus (another experiment config's
   ``[data]``; its ``[embedding]`` must equal the run's) for the labels the two share
-  (:mod:`fedicd.warm_start.pretrain`).
+  (:mod:`fedicd.warm_start.pretrain`); federated runs only.
 """
 
 from __future__ import annotations
@@ -18,16 +20,19 @@ from fedicd.errors import ConfigError
 __all__ = ["WarmStartConfig", "INITS", "DESCRIPTION_HEADS"]
 
 INITS = ("random", "descriptions")
-DESCRIPTION_HEADS = ("linear", "bottleneck")  # heads whose output layer reads a linear image of the embedding
+# heads whose output layer reads a linear image of the embedding, or (chunk-sequence heads) an attention-weighted
+# sum of the chunks (label_attention) or of their convolution features (multires_cnn)
+DESCRIPTION_HEADS = ("linear", "bottleneck", "label_attention", "multires_cnn")
 
 
 @dataclass(frozen=True)
 class WarmStartConfig:
-    """Public warm start of the head (federated runs)."""
+    """Public warm start of the head (descriptions: central and federated runs; public pre-training: federated)."""
 
     init: str = "random"
-    """The head's output layer at round 0: "random" (the seeded initialisation) or "descriptions" (rows from the
-    embedded ICD code descriptions of the labels: a zero-shot coder; heads "linear" and "bottleneck" only)."""
+    """The head's output layer before training (a federated run's round 0): "random" (the seeded initialisation) or
+    "descriptions" (rows from the embedded ICD code descriptions of the labels: a zero-shot coder; heads "linear",
+    "bottleneck", "label_attention" and "multires_cnn", whose attention queries are set from the descriptions too)."""
     scale: float = 10.0
     """Zero-shot logit scale τ: a description row gives logit τ·(cos(note, description) − margin) (exactly with
     train.input_norm = "l2", approximately otherwise). A public constant: with margin 0.2, among the best validation
@@ -37,8 +42,8 @@ class WarmStartConfig:
     embedding and the code's scaled description vector is c. A public constant (see scale)."""
     public_config: str = ""
     """An experiment config (TOML) whose [data] is a public corpus to pre-train the head on, without DP, before
-    the private rounds; its [embedding] must equal the run's; a relative path is relative to the working
-    directory. Empty: no public pre-training."""
+    the private rounds (federated runs); its [embedding] must equal the run's; a relative path is relative to the
+    working directory. Empty: no public pre-training."""
     public_epochs: int = 5
     """Epochs of public pre-training (on the public corpus's training split)."""
     public_lr: float = 1e-3

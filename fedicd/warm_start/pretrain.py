@@ -8,6 +8,9 @@ public corpus's training split, on the loss of the labels both label spaces hold
 run's other labels are restored afterwards to what they were (description rows or the random initialisation).
 
 A public corpus that shares a note with the run's corpus is not public with respect to the run: refused.
+
+A chunk-sequence head (:data:`fedicd.heads.SEQUENCE_HEADS`) pre-trains on the public notes' chunk sequences
+(embedded with chunks kept, each chunk vector through the run's scaler, as the run's own chunks are).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from torch import nn
 from fedicd.config import ExperimentConfig, load_config
 from fedicd.embedding import cache_settings, embed_texts, text_key
 from fedicd.errors import ConfigError
-from fedicd.heads import output_layer
+from fedicd.heads import SEQUENCE_HEADS, output_layer
+from fedicd.sequences import ChunkSequences, as_model_input
 from fedicd.train import make_optimizer, plain_step, run_epoch, shuffled_batches
 
 __all__ = ["load_public_config", "shared_labels", "pretrain_public"]
@@ -83,15 +87,28 @@ def _check_disjoint(texts: Sequence[str], run_texts: Sequence[str], where: str) 
                           "(or another data.seed for a synthetic one)")
 
 
+def _label_rows(model: nn.Module) -> list[torch.Tensor]:
+    """Parameters with one row per label: the output layer's weight and bias, and a label-attention head's
+    queries (``model.attention``); the rows of labels the public corpus lacks are restored after pre-training
+    (AdamW's weight decay would otherwise shrink them)."""
+    out = output_layer(model)
+    rows = [out.weight] + ([out.bias] if out.bias is not None else [])
+    attention = getattr(model, "attention", None)
+    if isinstance(attention, nn.Linear):
+        rows.append(attention.weight)
+    return rows
+
+
 def _masked_loss(loss_fn: nn.Module, columns: torch.Tensor):
     return lambda logits, y: loss_fn(logits[:, columns], y[:, columns])
 
 
-def _fit(model: nn.Module, x: np.ndarray, y: np.ndarray, columns: list[int], run: ExperimentConfig, ws) -> float:
+def _fit(model: nn.Module, x: np.ndarray | ChunkSequences, y: np.ndarray, columns: list[int], run: ExperimentConfig,
+         ws) -> float:
     """Pre-train ``model`` in place on the loss of ``columns``; returns the last epoch's mean loss."""
     train = dataclasses.replace(run.train, lr=ws.public_lr)
     batch = ws.public_batch_size or run.train.batch_size
-    xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
+    xt, yt = as_model_input(x), torch.as_tensor(y, dtype=torch.float32)
     loss_fn = _masked_loss(train.loss(), torch.as_tensor(columns))
     loss = float("nan")
     with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seeded, and restored after
@@ -104,6 +121,17 @@ def _fit(model: nn.Module, x: np.ndarray, y: np.ndarray, columns: list[int], run
             log.info("warm_start: public epoch %d/%d loss %.4f", epoch + 1, ws.public_epochs, loss)
     model.eval()
     return loss
+
+
+def _public_features(texts: Sequence[str], run: ExperimentConfig, scaler: StandardScaler,
+                     encoder) -> np.ndarray | ChunkSequences:
+    """The public notes as the run's head reads them: scaled pooled vectors, or scaled chunk sequences."""
+    if run.train.head not in SEQUENCE_HEADS:
+        vectors = embed_texts(texts, run.embedding, cache_dir=run.cache_dir, progress=False, encoder=encoder).vectors
+        return scaler.transform(vectors).astype(np.float32)
+    result = embed_texts(texts, run.embedding, cache_dir=run.cache_dir, progress=False, encoder=encoder,
+                         keep_chunks=True)
+    return result.sequences.map_chunks(lambda chunks: scaler.transform(chunks).astype(np.float32))
 
 
 def pretrain_public(model: nn.Module, run: ExperimentConfig, run_labels: Sequence[str], scaler: StandardScaler,
@@ -124,17 +152,17 @@ def pretrain_public(model: nn.Module, run: ExperimentConfig, run_labels: Sequenc
     texts = [public.notes.texts[i] for i in train_idx]
     _check_disjoint(texts, run_texts, where)
     start = time.perf_counter()
-    vectors = embed_texts(texts, run.embedding, cache_dir=run.cache_dir, progress=False, encoder=encoder).vectors
-    x = scaler.transform(vectors).astype(np.float32)
+    x = _public_features(texts, run, scaler, encoder)
     position = {c: k for k, c in enumerate(public.binarizer.classes_)}
     y = np.zeros((len(texts), len(run_labels)), dtype=np.float32)
     y[:, columns] = public.labels["train"][:, [position[run_labels[j]] for j in columns]]
-    out = output_layer(model)
     kept = [j for j in range(len(run_labels)) if j not in set(columns)]
-    before = out.weight.detach()[kept].clone(), out.bias.detach()[kept].clone()
+    rows = _label_rows(model)
+    before = [p.detach()[kept].clone() for p in rows]
     loss = _fit(model, x, y, columns, run, ws)
     with torch.no_grad():
-        out.weight[kept], out.bias[kept] = before
+        for p, saved in zip(rows, before, strict=True):
+            p[kept] = saved
     log.info("warm_start: pre-trained on %d public notes for %d of the run's %d labels", len(texts), len(columns),
              len(run_labels))
     return {"config": str(ws.public_config), "source": public_cfg.data.source, "notes": len(texts),

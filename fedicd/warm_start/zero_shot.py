@@ -15,6 +15,17 @@ subspace (identical to it when ``r ≥ k``). Bottleneck units beyond ``m`` keep 
 zero weight in the described labels' rows. Heads with a non-linear hidden layer (``"mlp"``, ``"deep_mlp"``,
 ``"deep_res_mlp"``) cannot read a description vector through their hidden layer: only public pre-training applies
 to them (:func:`check_description_head` refuses ``init = "descriptions"``).
+
+The chunk-sequence heads (:mod:`fedicd.heads_sequence`) read a description as a one-chunk note (the run's scaler
+is fitted on chunk rows, so a description vector lives in the chunks' space; Text2Node's idea of notes and codes
+in one space). ``"label_attention"``: output row ``β_l`` is the linear zero-shot row ``(τ/√d)·s_l/‖s_l‖`` with bias
+``−τ·c``, so a one-chunk note scores exactly as the linear zero-shot coder; the attention query is
+``U_l = κ·Z(s_l)/‖Z(s_l)‖`` with ``Z(s) = tanh(W s + b)`` under the head's initial ``W`` and ``κ = τ/√d_a``: a
+chunk ``h`` scores ``τ·cos(Z(h), Z(s_l))·‖Z(h)‖/√d_a`` (``√d_a`` bounds a tanh vector's norm, so at most ``τ``
+times the cosine: the chunks most like the description get code ``l``'s attention, on the logits' own scale).
+``"multires_cnn"``: each description passes through the (initial) convolution stack as a one-chunk sequence,
+``r_l ∈ R^{F·K}``; the query is ``U_l = (τ/√(F·K))·r_l/‖r_l‖`` (κ = τ/√(F·K), the same bound) and the output row
+is the same vector with bias ``−τ·c``. Labels without a description keep their seeded random query and row.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from torch import nn
 
 from fedicd.errors import ConfigError
 from fedicd.heads import output_layer
+from fedicd.heads_sequence import LabelAttention, MultiResCNN
 from fedicd.federated.model import server_scores
 from fedicd.train_config import TrainConfig
 from fedicd.warm_start.config import DESCRIPTION_HEADS, WarmStartConfig
@@ -37,7 +49,8 @@ def check_description_head(train: TrainConfig) -> None:
     """Refuse ``warm_start.init = "descriptions"`` for a head that cannot hold the zero-shot coder."""
     if train.head not in DESCRIPTION_HEADS:
         raise ConfigError(f"warm_start.init = 'descriptions' needs train.head in {list(DESCRIPTION_HEADS)} (a head "
-                          f"whose output layer reads a linear image of the embedding); head {train.head!r} has a "
+                          f"whose output layer reads a linear image of the embedding or of its chunks); head "
+                          f"{train.head!r} has a "
                           "non-linear hidden layer: set warm_start.init = 'random' (public pre-training, "
                           "warm_start.public_config, still applies) or train.head = 'linear'")
     if train.head == "bottleneck" and train.norm not in (None, "none"):
@@ -82,22 +95,66 @@ def _bottleneck(model: nn.Module, vectors: np.ndarray, ws: WarmStartConfig, desc
     return m
 
 
+def _unit_rows(vectors: torch.Tensor, scale: float, what: str) -> torch.Tensor:
+    """``scale · v/‖v‖`` for each row of ``vectors``; a zero row (no direction) raises."""
+    norms = vectors.norm(dim=1, keepdim=True)
+    if (norms <= 0).any():
+        raise ValueError(f"a description's {what} is zero: it has no direction to attend or score by")
+    return scale * vectors / norms
+
+
+def _label_attention(model: LabelAttention, vectors: np.ndarray, ws: WarmStartConfig, described: np.ndarray) -> float:
+    """Output rows: the linear zero-shot rows; queries ``(τ/√d_a)·Z(s)/‖Z(s)‖``. Returns κ."""
+    rows, biases = zero_shot_rows(vectors, ws.scale, ws.margin)
+    kappa = ws.scale / model.proj.out_features ** 0.5
+    mask = torch.as_tensor(described)
+    with torch.no_grad():
+        z = model.project(model.inp(torch.as_tensor(vectors, dtype=torch.float32)))
+        model.attention.weight[mask] = _unit_rows(z, kappa, "attention projection tanh(W s + b)")
+        model.out.weight[mask] = torch.as_tensor(rows)
+        model.out.bias[mask] = torch.as_tensor(biases)
+    return kappa
+
+
+def _multires_cnn(model: MultiResCNN, vectors: np.ndarray, ws: WarmStartConfig, described: np.ndarray) -> float:
+    """Queries and output rows ``(τ/√(F·K))·r/‖r‖`` of the descriptions' conv features ``r``. Returns κ."""
+    x = torch.as_tensor(vectors, dtype=torch.float32)[:, None, :]  # each description: a one-chunk note
+    training = model.training
+    model.eval()
+    with torch.no_grad():
+        r = model.features(x, torch.ones(x.shape[:2], dtype=torch.bool))[:, 0]  # [k, F·K]
+    model.train(training)
+    kappa = ws.scale / r.shape[1] ** 0.5
+    rows = _unit_rows(r, kappa, "convolution features")
+    mask = torch.as_tensor(described)
+    with torch.no_grad():
+        model.attention.weight[mask] = rows
+        model.out.weight[mask] = rows
+        model.out.bias[mask] = -ws.scale * ws.margin
+    return kappa
+
+
 def apply_descriptions(model: nn.Module, train: TrainConfig, labels: DescribedLabels, ws: WarmStartConfig) -> dict:
     """Write the zero-shot coder into ``model`` (in place); returns what was done, for the run's record.
 
-    Rows of labels without a description are left as they are (the seeded random initialisation).
+    Rows of labels without a description are left as they are (the seeded random initialisation); they are listed
+    under ``"missing"``. Chunk-sequence heads also get description queries; ``"query_scale"`` records κ.
     """
     check_description_head(train)
     described = labels.described
     vectors = labels.vectors[described]
     info = {"described": int(described.sum()), "labels": len(labels.labels), "missing": list(labels.missing),
             "scale": ws.scale, "margin": ws.margin}
+    if (np.linalg.norm(vectors, axis=1) <= 0).any():
+        raise ValueError("a description vector is zero after scaling: it has no direction to score by")
     if train.head == "linear":
         _linear(model, *zero_shot_rows(vectors, ws.scale, ws.margin), described)
-    else:
-        if (np.linalg.norm(vectors, axis=1) <= 0).any():
-            raise ValueError("a description vector is zero after scaling: it has no direction to score by")
+    elif train.head == "bottleneck":
         info["principal_directions"] = _bottleneck(model, vectors, ws, described)
+    elif train.head == "label_attention":
+        info["query_scale"] = _label_attention(model, vectors, ws, described)
+    else:
+        info["query_scale"] = _multires_cnn(model, vectors, ws, described)
     return info
 
 

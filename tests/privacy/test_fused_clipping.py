@@ -101,5 +101,6 @@ def test_batchnorm_and_bad_losses_are_refused():
     seq = nn.Sequential(nn.Linear(4, 2))
     c2 = FusedClipper(seq)
     seq.train()
-    with pytest.raises(ValueError, match=r"needs \[B, features\] inputs, got \(3, 5, 4\)"):
-        c2.clip_and_accumulate(seq(torch.randn(3, 5, 4)).sum((1, 2)), 1.0)
+    with pytest.raises(ValueError, match=r"needs \[B, features\] or \[B, T, features\] inputs to nn.Linear, "
+                                         r"got \(3, 2, 5, 4\)"):
+        c2.clip_and_accumulate(seq(torch.randn(3, 2, 5, 4)).sum((1, 2, 3)), 1.0)
