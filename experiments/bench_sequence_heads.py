@@ -2,18 +2,20 @@
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 5 python experiments/bench_sequence_heads.py --out runs/bench_seq.json
 
-Both variants hold the same parameters (``proj`` d → da, ``attention`` da → L, ``out`` d → L) and compute the same
-logits (up to dropout's position). The V-form (:class:`VFormLabelAttention`, the heads' first version, kept here as
-the reference) builds every label's representation ``V = Aᵀ H [B, L, d]`` and scores it row-wise,
-``⟨β_l, V_l⟩ + b_l``; the new form (:class:`fedicd.heads_sequence.LabelAttention`) scores every chunk with the
-``nn.Linear`` ``out`` (``[B, T, L]``) and pools those scores with the attention weights.
+Both variants hold the same parameters (``value`` d → dh, ``proj`` dh → da, ``attention`` da → L, ``out`` dh → L;
+default widths dh = 512, da = 256) and compute the same logits (dropout on the value vectors ``H'`` in both). The
+V-form (:class:`VFormLabelAttention`, the heads' first version, kept here as the reference) builds every label's
+representation ``V = Aᵀ H' [B, L, dh]`` and scores it row-wise, ``⟨β_l, V_l⟩ + b_l``; the new form
+(:class:`fedicd.heads_sequence.LabelAttention`) scores every chunk with the ``nn.Linear`` ``out`` (``[B, T, L]``)
+and pools those scores with the attention weights.
 
 Time: one forward and backward pass in train mode (HybridLoss, mean) per measurement, one thread, the variants
 interleaved (round-robin, order alternating each round) ``--repeats`` times; medians and the ratio
 old / new come from the same run. Memory: each variant runs ``--mem-steps`` steps in a fresh subprocess, which
 reports the growth of its peak resident set (VmHWM, reset just before the first step, when model, batch and
 labels are built) over its resident set then (:func:`memory_child`), next to the analytic size of the largest
-intermediate tensor: ``V [B, L, d]`` for the V-form, ``[B, T, L]`` for the new form (float32).
+intermediate tensor that differs: ``V [B, L, dh]`` for the V-form, ``[B, T, L]`` for the new form (float32; both
+also hold the value vectors ``[B, T, dh]``). ``--shapes tiny`` checks that the script runs.
 Every note has all T chunks (the largest batch of that shape). Writes JSON to ``--out``.
 """
 
@@ -30,23 +32,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fedicd.heads_sequence import LabelAttention, masked_softmax
+from fedicd.heads_sequence import VALUE_WIDTH, LabelAttention, masked_softmax
 from fedicd.losses import HybridLoss
 from fedicd.sequences import pack, unpack
 
-SHAPES = {"large": (64, 8, 1024, 1000), "small": (32, 8, 384, 322)}  # (B, T, d, L)
+SHAPES = {"large": (64, 8, 1024, 1000), "small": (32, 8, 384, 322), "tiny": (4, 3, 16, 10)}  # (B, T, d, L)
+DEFAULT_SHAPES = ["large", "small"]
 VARIANTS = ("v_form", "restructured")
 FLOAT_BYTES = 4
 
 
 class VFormLabelAttention(LabelAttention):
-    """The reference: the same parameters, logits through ``V = Aᵀ H [B, L, d]`` (dropout on V, then β row-wise)."""
+    """The reference: the same parameters, logits through ``V = Aᵀ H' [B, L, dh]`` (then β row-wise)."""
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         x, mask = unpack(batch)
-        x = self.inp(x)
-        weights = masked_softmax(self.attention(self.project(x)), mask[..., None], dim=1)  # [B, T, L]
-        v = self.drop(weights.transpose(1, 2) @ x)  # [B, L, d]
+        h = self.drop(self.values(self.inp(x)))  # H' [B, T, dh]
+        weights = masked_softmax(self.attention(self.project(h)), mask[..., None], dim=1)  # [B, T, L]
+        v = weights.transpose(1, 2) @ h  # [B, L, dh]
         return (v * self.out.weight).sum(-1) + self.out.bias
 
 
@@ -68,9 +71,9 @@ def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module)
 
 
 def largest_intermediate_bytes(variant: str, shape: tuple[int, int, int, int]) -> int:
-    """Analytic size of the variant's largest activation: ``V [B, L, d]`` or the scores ``[B, T, L]``."""
-    batch, steps, dim, labels = shape
-    return FLOAT_BYTES * batch * labels * (dim if variant == "v_form" else steps)
+    """Analytic size of the activation that differs: ``V [B, L, dh]`` or the scores ``[B, T, L]``."""
+    batch, steps, _, labels = shape
+    return FLOAT_BYTES * batch * labels * (VALUE_WIDTH if variant == "v_form" else steps)
 
 
 def same_logits(built: dict) -> float:
@@ -138,7 +141,7 @@ def measure_memory(variant: str, shape_name: str, steps: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/bench_sequence_heads.json"))
-    ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    ap.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, choices=list(SHAPES))
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--mem-steps", type=int, default=2)

@@ -36,7 +36,8 @@ Every pooled head ends in an ``nn.Linear`` (the output layer, :func:`output_laye
 The chunk-sequence heads ``"label_attention"`` and ``"multires_cnn"`` (:data:`SEQUENCE_HEADS`,
 :mod:`fedicd.heads_sequence`) read a note's chunk vectors ``[B, T, 1 + d]`` (:mod:`fedicd.sequences`) and end in an
 ``nn.Linear`` ``out`` (k → labels) applied to every chunk, whose per-chunk label scores each label's attention
-pools; ``hidden`` is their one width (attention projection / filter maps), ``kernel_sizes``
+pools; ``hidden`` is label_attention's two widths ``[dh, da]`` (per-chunk ReLU value layer, attention
+projection; default ``[512, 256]``) and multires_cnn's one (filter maps per kernel size), ``kernel_sizes``
 (``train.kernel_sizes``) multires_cnn's convolutions.
 """
 
@@ -178,16 +179,18 @@ HEADS: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "deep_mlp": DeepMLP, "
 POOLED_HEADS = tuple(name for name in HEADS if name not in SEQUENCE_HEADS)  # heads that read [B, d] vectors
 
 
-_ONE_WIDTH = ("mlp", "deep_res_mlp", "bottleneck", *SEQUENCE_HEADS)
+_ONE_WIDTH = ("mlp", "deep_res_mlp", "bottleneck", "multires_cnn")
+_TWO_WIDTHS = ("label_attention",)  # [dh, da]: per-chunk value layer, attention projection
 
 
 def _check_hidden(name: str, hidden: Sequence[int]) -> tuple[int, ...]:
     if name == "linear":
         raise ValueError(f"head 'linear' has no hidden layer, got hidden={list(hidden)}; unset train.hidden")
     hidden = tuple(hidden)
-    if (name in _ONE_WIDTH and len(hidden) != 1) or not hidden or min(hidden) < 1:
-        rule = "exactly one width" if name in _ONE_WIDTH else "one or more widths"
-        raise ValueError(f"hidden for head {name!r} takes {rule} >= 1, got {list(hidden)}")
+    count = 1 if name in _ONE_WIDTH else 2 if name in _TWO_WIDTHS else None
+    if (count is not None and len(hidden) != count) or not hidden or min(hidden) < 1:
+        rule = {1: "exactly one width", 2: "exactly two widths [value, attention]", None: "one or more widths"}
+        raise ValueError(f"hidden for head {name!r} takes {rule[count]} >= 1, got {list(hidden)}; set train.hidden")
     return hidden
 
 

@@ -32,8 +32,8 @@ class TrainConfig:
     fedicd.heads_sequence."""
     hidden: tuple[int, ...] | None = None
     """Hidden layer widths; unset uses the head's own defaults ("linear" takes none, "bottleneck" one: its rank;
-    "label_attention" one: its attention projection, default 256; "multires_cnn" one: filter maps per kernel size,
-    default 100)."""
+    "label_attention" two: its per-chunk ReLU value layer and attention projection, default [512, 256];
+    "multires_cnn" one: filter maps per kernel size, default 100)."""
     kernel_sizes: tuple[int, ...] | None = None
     """Head "multires_cnn" only: the odd convolution kernel sizes, in chunks, one branch each; unset: [1, 3, 5]."""
     input_norm: str = "none"

@@ -9,11 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedicd.heads import SEQUENCE_HEADS, build_head, count_parameters, expected_parameters, output_layer
-from fedicd.heads_sequence import masked_softmax
+from fedicd.heads_sequence import LabelAttention, masked_softmax
 from fedicd.sequences import ChunkSequences, ChunksMissingError, pack
 from fedicd.train_config import TrainConfig
 
-SMALL = {"label_attention": {"hidden": (6,)}, "multires_cnn": {"hidden": (4,), "kernel_sizes": (1, 3)}}
+SMALL = {"label_attention": {"hidden": (7, 6)}, "multires_cnn": {"hidden": (4,), "kernel_sizes": (1, 3)}}
 VARIANTS = [("label_attention", {}), ("label_attention", {"input_norm": "l2"}), ("multires_cnn", {}),
             ("multires_cnn", {"norm": "layer", "kernel_sizes": (3, 5), "input_norm": "l2"})]
 
@@ -71,7 +71,7 @@ def test_padding_values_never_reach_the_logits() -> None:
 
 
 @pytest.mark.parametrize(("name", "kwargs"), [
-    ("label_attention", {}), ("label_attention", {"hidden": (7,)}), ("multires_cnn", {}),
+    ("label_attention", {}), ("label_attention", {"hidden": (7, 3)}), ("multires_cnn", {}),
     ("multires_cnn", {"hidden": (3,), "kernel_sizes": (1, 5, 9)}), ("multires_cnn", {"norm": "layer", "hidden": (2,)}),
 ])
 @pytest.mark.parametrize(("dim", "n_labels"), [(12, 5), (33, 17)])
@@ -81,8 +81,12 @@ def test_parameter_count_matches_closed_form(name, kwargs, dim, n_labels) -> Non
 
 
 def test_closed_forms_by_hand() -> None:
-    # label_attention d=10, da=4, L=3: W 40 + b 4, U 12, β 30 + 3
-    assert count_parameters(build_head("label_attention", 10, 3, hidden=(4,))) == 40 + 4 + 12 + 30 + 3
+    # label_attention d=10, dh=4, da=3, L=2: W_h 40 + b_h 4, W 12 + w0 3, U 6, β 8 + 2
+    assert count_parameters(build_head("label_attention", 10, 2, hidden=(4, 3))) == 44 + 15 + 6 + 10
+    # defaults dh=512, da=256 at d=10, L=3
+    model = build_head("label_attention", 10, 3)
+    assert (model.value.out_features, model.proj.out_features) == (512, 256)
+    assert count_parameters(model) == 10 * 512 + 512 + 512 * 256 + 256 + 256 * 3 + 512 * 3 + 3
     # multires_cnn d=10, F=2, k=3, L=3: base 60+2, two convs 2·(12+2), shortcut 4+2, U 6, β 6+3
     assert count_parameters(build_head("multires_cnn", 10, 3, hidden=(2,), kernel_sizes=(3,))) == \
         62 + 28 + 6 + 6 + 9
@@ -96,7 +100,7 @@ def test_output_layer_is_the_linear_out_and_its_bias_alone_gives_the_logits(leng
     model = _head(name, n_labels=4, **kwargs)
     out = output_layer(model)
     assert type(out) is torch.nn.Linear and out is model.out and (out.in_features, out.out_features) == (
-        model.attention.in_features if name == "multires_cnn" else 5, 4)
+        model.attention.in_features if name == "multires_cnn" else 7, 4)  # label_attention: dh = 7
     with torch.no_grad():
         out.weight.zero_()
         out.bias.copy_(torch.tensor([-2.5, 0.0, 1.0, 3.25]))
@@ -108,8 +112,8 @@ def test_output_layer_is_the_linear_out_and_its_bias_alone_gives_the_logits(leng
 def _v_form(model: torch.nn.Module, name: str, batch: torch.Tensor) -> torch.Tensor:
     """The heads' logits the long way: ``V = masked-softmax(U Z)ᵀ H [B, L, k]``, then ``⟨β_l, V_l⟩ + b_l``."""
     x, mask = batch[..., 1:], batch[..., 0] > 0
-    if name == "label_attention":
-        h = model.inp(x)
+    if name == "label_attention":  # H' = ReLU(W_h x + b_h) (no dropout in eval), Z = tanh(W H' + w0)
+        h = torch.relu(model.inp(x) @ model.value.weight.T + model.value.bias)
         scores = torch.tanh(h @ model.proj.weight.T + model.proj.bias) @ model.attention.weight.T
     else:
         h = model.features(x, mask)
@@ -155,7 +159,10 @@ def test_pooled_vectors_are_refused_naming_the_head(name) -> None:
     ("multires_cnn", {"kernel_sizes": ()}, r"train.kernel_sizes takes one or more"),
     ("multires_cnn", {"kernel_sizes": (3, 3)}, r"got \[3, 3\]"),
     ("multires_cnn", {"hidden": (4, 4)}, r"hidden for head 'multires_cnn' takes exactly one width >= 1, got \[4, 4\]"),
-    ("label_attention", {"hidden": (0,)}, r"hidden for head 'label_attention' takes exactly one width"),
+    ("label_attention", {"hidden": (6,)},
+     r"hidden for head 'label_attention' takes exactly two widths \[value, attention\] >= 1, got \[6\]; set train.hidden"),
+    ("label_attention", {"hidden": (6, 0)}, r"takes exactly two widths .*got \[6, 0\]; set train.hidden"),
+    ("label_attention", {"hidden": (6, 4, 2)}, r"takes exactly two widths .*got \[6, 4, 2\]; set train.hidden"),
     ("multires_cnn", {"norm": "batch"}, r"takes norm 'layer' or 'none' \(BatchNorm mixes.*set train.norm"),
     ("label_attention", {"norm": "layer"}, r"head 'label_attention' has no normalisation layer.*train.norm"),
     ("label_attention", {"input_norm": "l1"}, r"input_norm must be one of .*set train.input_norm"),
@@ -163,6 +170,22 @@ def test_pooled_vectors_are_refused_naming_the_head(name) -> None:
 def test_bad_settings_name_the_setting(name, kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):
         build_head(name, 5, 3, **kwargs)
+
+
+def test_label_attention_built_directly_refuses_one_width() -> None:
+    with pytest.raises(ValueError, match=r"exactly two widths \[value, attention\].*default \[512, 256\].*train.hidden"):
+        LabelAttention(5, 3, hidden=(4,))
+
+
+def test_label_attention_dropout_acts_on_the_value_layer_only_in_training() -> None:
+    """Dropout p = 0.5 zeroes value units in training (logits change with the seed), never in eval."""
+    torch.manual_seed(0)
+    model, batch = build_head("label_attention", 5, 3, hidden=(64, 4), dropout=0.5), _notes([3, 2])[[0, 1]]
+    with torch.no_grad():
+        first, second = model(batch), model(batch)
+        model.eval()
+        torch.testing.assert_close(model(batch), _v_form(model, "label_attention", batch), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(first, second)
 
 
 def test_train_config_carries_kernel_sizes() -> None:
@@ -176,11 +199,11 @@ def test_train_config_carries_kernel_sizes() -> None:
 
 
 def test_a_one_chunk_note_is_scored_from_that_chunk_alone() -> None:
-    """T = 1: attention is 1 on the chunk, so label_attention's logits are the output layer on the chunk."""
+    """T = 1: attention is 1 on the chunk, so label_attention's logits are the output layer on its value vector."""
     model, x = _head("label_attention", n_labels=4), torch.randn(3, 1, 5)
     out = output_layer(model)
     with torch.no_grad():
-        expected = x[:, 0] @ out.weight.T + out.bias
+        expected = torch.relu(x[:, 0] @ model.value.weight.T + model.value.bias) @ out.weight.T + out.bias
         torch.testing.assert_close(model(pack(x, torch.ones(3, 1, dtype=torch.bool))), expected)
 
 
@@ -189,7 +212,8 @@ def test_sixteen_random_notes_are_learnt_by_heart(name) -> None:
     notes = _notes(list(np.random.default_rng(1).integers(1, 6, size=16)), dim=8, seed=1)
     y = torch.as_tensor(np.random.default_rng(2).random((16, 5)) < 0.3, dtype=torch.float32)
     torch.manual_seed(0)
-    model = build_head(name, 8, 5, **{**SMALL[name], "hidden": (8,)}, dropout=0.0)
+    model = build_head(name, 8, 5, **{**SMALL[name], "hidden": (8, 8) if name == "label_attention" else (8,)},
+                       dropout=0.0)
     batch, opt = notes[list(range(16))], torch.optim.Adam(model.parameters(), lr=5e-2)
     for step in range(300):  # F1 = 1 after about 40 steps; stop there (a converged fit slows on denormals)
         opt.zero_grad()

@@ -152,7 +152,8 @@ def test_the_registered_sequence_heads_train_and_score_batch_independently() -> 
         pytest.skip(f"{missing} not registered yet")
     x, y = chunk_task(40, seed=7)
     for head in SEQUENCE_HEADS:
-        result = train_central(x, y, TrainConfig(head=head, hidden=(8,), epochs=3, batch_size=8, seed=1))
+        hidden = (8, 8) if head == "label_attention" else (8,)  # label_attention: value layer, attention projection
+        result = train_central(x, y, TrainConfig(head=head, hidden=hidden, epochs=3, batch_size=8, seed=1))
         assert all(np.isfinite(row["train_loss"]) for row in result.history)
         np.testing.assert_allclose(predict_proba(result.model, x, batch_size=1),
                                    predict_proba(result.model, x, batch_size=4096), rtol=1e-4, atol=1e-5)

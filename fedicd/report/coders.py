@@ -2,7 +2,9 @@
 
 ``experiments/results/coders/<suite>.json`` is what ``experiments/coders.py --archive`` writes: one record per
 (row, chunk length, seed) run. ``dp_step*.json`` beside them (``experiments/bench_dp_step.py --head …``) adds the
-DP-SGD step cost per head. Every number and every verdict on the page comes from those files.
+DP-SGD step cost per head; ``limits_<head>.json`` (``experiments/coder_limits.py --archive``) the section on what
+limits the coders (learning curve, F1 by training frequency, fit, kNN encoder probe). Every number and every
+verdict on the page comes from those files.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from fedicd.report.tables import Table, fmt
 
-__all__ = ["render_coders", "codiesp_goal", "fedavg_gap", "mean_std", "summarise", "PAGE", "FOLDER", "TITLE"]
+__all__ = ["render_coders", "limits_section", "codiesp_goal", "fedavg_gap", "mean_std", "summarise", "PAGE", "FOLDER", "TITLE"]
 
 PAGE = "coders.md"
 FOLDER = "coders"
@@ -289,14 +291,107 @@ def render_coders(results_root: str | Path) -> str:
     folder = Path(results_root) / FOLDER
     parts = [f"# {TITLE}", "", GENERATED, "", INTRO, ""]
     suites = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))
-              if not p.name.startswith("dp_step")} if folder.is_dir() else {}
+              if not p.name.startswith(("dp_step", "limits_"))} if folder.is_dir() else {}
     for name in ("codiesp", "synthetic"):
         if name not in suites:
             parts += [f"The `{name}` suite is not archived yet (`python experiments/coders.py --suite {name} "
                       "--archive`).", ""]
     for name in sorted(suites, key=lambda n: (n != "codiesp", n)):
         parts += _section(suites[name])
+    parts += limits_section(sorted(folder.glob("limits_*.json")) if folder.is_dir() else [])
     dp = _dp_table(folder) if folder.is_dir() else None
     if dp is not None:
         parts += [f"## {dp.title}", "", dp.to_markdown(), ""]
     return "\n".join(parts).rstrip() + "\n"
+
+
+# --- what limits the coders (experiments/coder_limits.py) -----------------------------------------------------
+LIMITS_HEADING = "## What limits the coders on CodiEsp"
+
+
+def _ms(cell: dict | None, digits: int = 4) -> str:
+    """A ``{"mean", "std"}`` cell of coder_limits' JSON as ``"m ± s"``."""
+    return fmt(None) if not cell else f"{fmt(cell['mean'], digits)} ± {fmt(cell['std'], digits)}"
+
+
+def _curve(doc: dict) -> tuple[Table, str]:
+    curve = doc["learning_curve"]
+    body = [[f"{round(p['fraction'] * 100)} %", p["notes"], p.get("epochs"),
+             *(_ms(p[k]) for k in ("micro_f1", "macro_f1", "p_at_8", "map"))] for p in curve]
+    last, before = curve[-1], curve[-2]
+    gain = {k: (last[k]["mean"] - before[k]["mean"]) * 100 for k in ("micro_f1", "macro_f1")}
+    state = "still rising (more than 1 point)" if gain["micro_f1"] > 1 else "flat (1 point or less)"
+    sentence = (f"From {round(before['fraction'] * 100)} % to 100 % of the training notes test micro-F1 changes by "
+                f"{gain['micro_f1']:+.1f} points and macro-F1 by {gain['macro_f1']:+.1f}: the curve is {state} at "
+                f"100 %{', so more notes per code would still help (data-limited)' if gain['micro_f1'] > 1 else ''}.")
+    return Table("Learning curve (nested random subsets of the training notes)",
+                 ["training notes", "notes", "epochs", "micro-F1", "macro-F1", "P@8", "mAP"], body), sentence
+
+
+def _buckets(doc: dict) -> tuple[Table, str]:
+    rows = doc["buckets"]
+    body = [[r["bucket"], r["codes"], r["codes_in_test"], fmt(r["test_share"] * 100, 1), _ms(r["macro_f1"]),
+             _ms(r["micro_f1"])] for r in rows]
+    rare = [r for r in rows if r["bucket"] in ("< 5", "5–9", "10–19")]
+    sentence = (f"Mean per-code F1 goes from {fmt(rows[0]['macro_f1']['mean'])} for codes with {rows[0]['bucket']} "
+                f"training notes to {fmt(rows[-1]['macro_f1']['mean'])} for codes with {rows[-1]['bucket']}; the "
+                f"{sum(r['codes'] for r in rare)} codes with fewer than 20 training notes "
+                f"({fmt(sum(r['codes'] for r in rare) / sum(r['codes'] for r in rows) * 100, 0)} % of the codes) "
+                f"carry {fmt(sum(r['test_share'] for r in rare) * 100, 1)} % of the test code occurrences.")
+    return Table("Test F1 by the code's training notes (full-data model)",
+                 ["training notes per code", "codes", "codes in test", "share of test occurrences (%)",
+                  "mean per-code F1", "micro-F1 within bucket"], body), sentence
+
+
+def _fit(doc: dict) -> tuple[Table, str]:
+    fit = doc["fit"]
+    body = [[_ms(fit["train_micro_f1"]), _ms(fit["val_micro_f1"]), _ms(fit["test_micro_f1"]),
+             _ms(fit["train_macro_f1"]), _ms(fit["threshold"], 3)]]
+    train, test = fit["train_micro_f1"]["mean"], fit["test_micro_f1"]["mean"]
+    gap, unfitted = (train - test) * 100, (1 - train) * 100
+    if train >= 0.9:
+        verdict = "it fits its training notes almost perfectly but not the test notes: capacity is not the limit"
+    elif gap > unfitted:
+        verdict = (f"the loss from training to test ({gap:.1f} points) exceeds what it leaves unfitted on its training "
+                   f"notes ({unfitted:.1f} points): generalisation, not capacity, loses more")
+    else:
+        verdict = (f"it leaves more unfitted on its training notes ({unfitted:.1f} points) than it loses from training "
+                   f"to test ({gap:.1f} points): the head or its training is a limit")
+    sentence = f"Training micro-F1 {fmt(train)} vs test {fmt(test)}: {verdict}."
+    return Table("Fit vs generalisation (full-data model, validation-chosen threshold)",
+                 ["train micro-F1", "validation micro-F1", "test micro-F1", "train macro-F1", "threshold"],
+                 body), sentence
+
+
+def _knn(doc: dict) -> tuple[Table, str]:
+    knn = doc["knn"]
+    body = [[name, knn[key]["k"], fmt(knn[key]["threshold"], 3), *(knn[key]["test"].get(k) for k in
+                                                                   ("micro_f1", "macro_f1", "p_at_8", "map"))]
+            for key, name in (("embedding", "embedding (cosine)"), ("tfidf", "TF-IDF (cosine)"))]
+    emb, lex = knn["embedding"]["test"], knn["tfidf"]["test"]
+    better = lex["micro_f1"] > emb["micro_f1"] and lex["p_at_8"] > emb["p_at_8"]
+    sentence = (f"TF-IDF neighbours reach test micro-F1 {fmt(lex['micro_f1'])} and P@8 {fmt(lex['p_at_8'])} "
+                f"against {fmt(emb['micro_f1'])} and {fmt(emb['p_at_8'])} for the embedding's: "
+                + ("the lexical space finds better neighbours, so the frozen encoder is a limit."
+                   if better else "the embedding finds neighbours at least as good, so the encoder is not the "
+                   "first limit."))
+    return Table("Encoder probe: k-nearest-neighbour label transfer (k and threshold chosen on validation)",
+                 ["space", "k", "threshold", "micro-F1", "macro-F1", "P@8", "mAP"], body), sentence
+
+
+def limits_section(paths: list[Path]) -> list[str]:
+    """The section rendered from ``limits_<head>.json`` files; a line saying how to make one when there is none."""
+    out = [LIMITS_HEADING, ""]
+    if not paths:
+        return [*out, "Not archived yet (`python experiments/coder_limits.py experiments/configs/codiesp_central.toml "
+                "--head mlp --seeds 0 1 2 --out runs/coders/limits_mlp --archive`).", ""]
+    for path in paths:
+        doc = json.loads(Path(path).read_text())
+        d = doc["data"]
+        out += [f"Head `{doc['head']}`, seeds {', '.join(str(s) for s in doc['seeds'])}: {d['train_notes']} "
+                f"training notes, {d['codes']} codes (median {fmt(d['median_train_notes_per_code'], 0)} training notes "
+                f"per code), {d['test_notes']} test notes; cells are mean ± sample std over the seeds. Command: "
+                f"`{doc['command']}`.", ""]
+        for table, sentence in (_curve(doc), _buckets(doc), _fit(doc), _knn(doc)):
+            out += [f"### {table.title} — {doc['head']}", "", table.to_markdown(), "", sentence, ""]
+    return out

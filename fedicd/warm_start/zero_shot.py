@@ -18,17 +18,25 @@ to them (:func:`check_description_head` refuses ``init = "descriptions"``).
 
 The chunk-sequence heads (:mod:`fedicd.heads_sequence`) read a description as a one-chunk note (the run's scaler
 is fitted on chunk rows, so a description vector lives in the chunks' space; Text2Node's idea of notes and codes
-in one space). ``"label_attention"``: output row ``β_l`` is the linear zero-shot row ``(τ/√d)·s_l/‖s_l‖`` with bias
-``−τ·c``, so a one-chunk note scores exactly as the linear zero-shot coder; the attention query is
-``U_l = κ·Z(s_l)/‖Z(s_l)‖`` with ``Z(s) = tanh(W s + b)`` under the head's initial ``W`` and ``κ = τ/√d_a``: a
-chunk ``h`` scores ``τ·cos(Z(h), Z(s_l))·‖Z(h)‖/√d_a`` (``√d_a`` bounds a tanh vector's norm, so at most ``τ``
-times the cosine: the chunks most like the description get code ``l``'s attention, on the logits' own scale).
+in one space). ``"label_attention"``: each description goes through the head's initial value layer (no dropout),
+``h_l = ReLU(W_h s_l + b_h) ∈ R^{d_h}`` (``s_l`` after the input layer, ``train.input_norm``); output row
+``β_l = (τ/√d_h)·h_l/‖h_l‖`` with bias ``−τ·c`` (the linear zero-shot coder in the value layer's space: a
+one-chunk note ``x`` scores ``(τ/√d_h)·⟨h(x), h_l⟩/‖h_l‖ − τ·c = τ·(cos(h(x), h_l)·‖h(x)‖/√d_h − c)``; under
+PyTorch's default initialisation a standardised chunk has ``‖h(x)‖ ≈ √(d_h/6)`` (measured 0.408·√d_h at d = 24 …
+768), so the initial logit is ``≈ τ·(0.41·cos − c)``, a flatter start than the linear coder's); attention query ``U_l = κ·Z(h_l)/‖Z(h_l)‖`` with ``Z(h) = tanh(W h + w₀)`` under the head's
+initial ``W`` and ``κ = τ/√d_a``: a chunk with value-layer output ``h`` scores
+``τ·cos(Z(h), Z(h_l))·‖Z(h)‖/√d_a`` (``√d_a`` bounds a tanh vector's norm, so at most ``τ`` times the cosine: the
+chunks most like the description get code ``l``'s attention, on the logits' own scale). A description whose
+``h_l`` is all zero (no active hidden unit after the ReLU) has no direction: its label keeps its seeded random
+query and row, and is reported (a warning, ``"no_active_hidden_unit"`` and ``"missing"`` in the record).
 ``"multires_cnn"``: each description passes through the (initial) convolution stack as a one-chunk sequence,
 ``r_l ∈ R^{F·K}``; the query is ``U_l = (τ/√(F·K))·r_l/‖r_l‖`` (κ = τ/√(F·K), the same bound) and the output row
 is the same vector with bias ``−τ·c``. Labels without a description keep their seeded random query and row.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import torch
@@ -44,15 +52,17 @@ from fedicd.warm_start.descriptions import DescribedLabels
 
 __all__ = ["check_description_head", "zero_shot_rows", "apply_descriptions", "zero_shot_scores"]
 
+log = logging.getLogger(__name__)
+
 
 def check_description_head(train: TrainConfig) -> None:
     """Refuse ``warm_start.init = "descriptions"`` for a head that cannot hold the zero-shot coder."""
     if train.head not in DESCRIPTION_HEADS:
         raise ConfigError(f"warm_start.init = 'descriptions' needs train.head in {list(DESCRIPTION_HEADS)} (a head "
-                          f"whose output layer reads a linear image of the embedding or of its chunks); head "
-                          f"{train.head!r} has a "
-                          "non-linear hidden layer: set warm_start.init = 'random' (public pre-training, "
-                          "warm_start.public_config, still applies) or train.head = 'linear'")
+                          f"whose output layer reads a linear image of the embedding, or features a description "
+                          f"passes through as a one-chunk note); head {train.head!r} has a "
+                          "non-linear hidden layer over the pooled note vector: set warm_start.init = 'random' "
+                          "(public pre-training, warm_start.public_config, still applies) or train.head = 'linear'")
     if train.head == "bottleneck" and train.norm not in (None, "none"):
         raise ConfigError(f"warm_start.init = 'descriptions' with train.head = 'bottleneck' needs train.norm = "
                           f"'none' (a norm at the bottleneck breaks the projection), got {train.norm!r}")
@@ -103,17 +113,37 @@ def _unit_rows(vectors: torch.Tensor, scale: float, what: str) -> torch.Tensor:
     return scale * vectors / norms
 
 
-def _label_attention(model: LabelAttention, vectors: np.ndarray, ws: WarmStartConfig, described: np.ndarray) -> float:
-    """Output rows: the linear zero-shot rows; queries ``(τ/√d_a)·Z(s)/‖Z(s)‖``. Returns κ."""
-    rows, biases = zero_shot_rows(vectors, ws.scale, ws.margin)
-    kappa = ws.scale / model.proj.out_features ** 0.5
-    mask = torch.as_tensor(described)
+def _label_attention(model: LabelAttention, vectors: np.ndarray, ws: WarmStartConfig,
+                     described: np.ndarray) -> tuple[float, np.ndarray]:
+    """Output rows ``(τ/√d_h)·h/‖h‖`` and queries ``(τ/√d_a)·Z(h)/‖Z(h)‖`` of the descriptions' value-layer outputs
+    ``h``. Returns κ and, over the described labels, the mask of those with no active hidden unit (left as they are)."""
     with torch.no_grad():
-        z = model.project(model.inp(torch.as_tensor(vectors, dtype=torch.float32)))
-        model.attention.weight[mask] = _unit_rows(z, kappa, "attention projection tanh(W s + b)")
-        model.out.weight[mask] = torch.as_tensor(rows)
-        model.out.bias[mask] = torch.as_tensor(biases)
-    return kappa
+        h = model.values(model.inp(torch.as_tensor(vectors, dtype=torch.float32)))  # [k, d_h], no dropout
+        z = model.project(h)  # [k, d_a]
+    active = (h > 0).any(dim=1)
+    kappa = ws.scale / z.shape[1] ** 0.5
+    written = described.copy()
+    written[described] = active.numpy()
+    mask = torch.as_tensor(written)
+    with torch.no_grad():
+        model.attention.weight[mask] = _unit_rows(z[active], kappa, "attention projection tanh(W h + w0)")
+        model.out.weight[mask] = _unit_rows(h[active], ws.scale / h.shape[1] ** 0.5, "value-layer output")
+        model.out.bias[mask] = -ws.scale * ws.margin
+    return kappa, ~active.numpy()
+
+
+def _report_inactive(info: dict, labels: DescribedLabels, inactive: np.ndarray) -> None:
+    """Record (and warn about) the described labels whose value-layer output is all zero."""
+    codes = [c for c, d in zip(labels.labels, labels.described) if d]
+    dead = [c for c, off in zip(codes, inactive) if off]
+    info["no_active_hidden_unit"] = dead
+    if not dead:
+        return
+    info["described"] -= len(dead)
+    info["missing"] = [c for c in labels.labels if c in set(labels.missing) | set(dead)]
+    log.warning("warm_start: %d of %d described labels have no active hidden unit (their description's ReLU value "
+                "layer output is all zero) and keep their random initialisation: %s%s", len(dead), len(codes),
+                dead[:10], " …" if len(dead) > 10 else "")
 
 
 def _multires_cnn(model: MultiResCNN, vectors: np.ndarray, ws: WarmStartConfig, described: np.ndarray) -> float:
@@ -138,7 +168,9 @@ def apply_descriptions(model: nn.Module, train: TrainConfig, labels: DescribedLa
     """Write the zero-shot coder into ``model`` (in place); returns what was done, for the run's record.
 
     Rows of labels without a description are left as they are (the seeded random initialisation); they are listed
-    under ``"missing"``. Chunk-sequence heads also get description queries; ``"query_scale"`` records κ.
+    under ``"missing"``. Chunk-sequence heads also get description queries; ``"query_scale"`` records κ. For
+    ``"label_attention"``, ``"no_active_hidden_unit"`` lists the described labels whose value-layer output is all
+    zero: they too keep their random rows, count as missing and not as described, and are warned about.
     """
     check_description_head(train)
     described = labels.described
@@ -152,7 +184,8 @@ def apply_descriptions(model: nn.Module, train: TrainConfig, labels: DescribedLa
     elif train.head == "bottleneck":
         info["principal_directions"] = _bottleneck(model, vectors, ws, described)
     elif train.head == "label_attention":
-        info["query_scale"] = _label_attention(model, vectors, ws, described)
+        info["query_scale"], inactive = _label_attention(model, vectors, ws, described)
+        _report_inactive(info, labels, inactive)
     else:
         info["query_scale"] = _multires_cnn(model, vectors, ws, described)
     return info

@@ -26,7 +26,7 @@ heads = pytest.importorskip("fedicd.heads")
 if "label_attention" not in getattr(heads, "HEADS", {}):
     pytest.skip("the chunk-sequence heads are not registered in fedicd.heads yet", allow_module_level=True)
 
-CASES = [("label_attention", {"hidden": (4,)}), ("multires_cnn", {"hidden": (3,), "kernel_sizes": (1, 3)}),
+CASES = [("label_attention", {"hidden": (5, 4)}), ("multires_cnn", {"hidden": (3,), "kernel_sizes": (1, 3)}),
          ("multires_cnn", {"hidden": (2,), "kernel_sizes": (3,), "norm": "layer"})]
 
 
@@ -68,7 +68,7 @@ def test_fused_ghost_and_hooks_take_the_same_noised_step(name, kwargs):
 
 
 def test_auto_resolves_to_fused_for_supported_heads_and_ghost_otherwise(monkeypatch):
-    train = TrainConfig(head="label_attention", hidden=(4,))
+    train = TrainConfig(head="label_attention", hidden=(5, 4))
     assert PrivacyConfig().clipping == "auto"
     assert planned_clipping("auto", train, 6, 5) == ("fused", None)
     assert planned_clipping("hooks", train, 6, 5) == ("hooks", None)
@@ -101,7 +101,7 @@ def test_poisson_batches_of_chunk_sequences_are_padded_per_batch():
 
 
 def _round(seqs, y, clipping, seed=0):
-    cfg = TrainConfig(head="label_attention", hidden=(4,), dropout=0.0, batch_size=6, seed=seed)
+    cfg = TrainConfig(head="label_attention", hidden=(5, 4), dropout=0.0, batch_size=6, seed=seed)
     torch.manual_seed(seed)
     model = cfg.build(seqs.dim, y.shape[1])
     start = copy.deepcopy(model.state_dict())

@@ -167,7 +167,7 @@ def _packed(n=7, dim=6, labels=5, max_len=4, seed=0, dtype=torch.float64):
     return seqs, seqs[np.arange(n)].to(dtype), y
 
 
-SEQUENCE_CASES = [("label_attention", {"hidden": (3,)}), ("multires_cnn", {"hidden": (2,), "kernel_sizes": (1, 3)}),
+SEQUENCE_CASES = [("label_attention", {"hidden": (4, 3)}), ("multires_cnn", {"hidden": (2,), "kernel_sizes": (1, 3)}),
                   ("multires_cnn", {"hidden": (3,), "kernel_sizes": (3,), "norm": "layer"})]
 
 
@@ -192,7 +192,7 @@ def test_sequence_heads_in_float32_norms_to_1e4_and_sums_to_1e5(name, kwargs):
 def test_a_notes_gradient_does_not_depend_on_the_batch_padding():
     """Sample 0 alone (padded to its own length) and inside a longer batch: same per-sample norm."""
     torch.manual_seed(7)
-    model = _head("label_attention", hidden=(3,)).double()
+    model = _head("label_attention", hidden=(4, 3)).double()
     seqs, x, y = _packed(n=5, max_len=5, seed=2)
     clipper = FusedClipper(model)
     model.train()
