@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from fedicd.local_training import LocalTrainConfig, local_train
-from fedicd.federated.staged import ClientData, _load
+from fedicd.federated.staged import ClientData, _load, check_features_fit
 from fedicd.metrics import f1_scores
 from fedicd.privacy.accounting import plan_dp
 from fedicd.privacy.config import PrivacyConfig
@@ -33,8 +33,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     a = _load(args.run_dir)
-    x, y = a["x_train"], a["y_train"].astype(np.float32)
     cfg = TrainConfig(seed=0)
+    check_features_fit(a["x_train"], cfg.head, f"the staged features of the run folder {args.run_dir}")
+    x, y = a["x_train"], a["y_train"].astype(np.float32)
     for sigma in [None, *args.sigmas]:
         torch.manual_seed(0)
         model, history, eps = cfg.build(x.shape[1], y.shape[1]), [], None

@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedicd.federated.staged import MANIFEST, _load
+from fedicd.federated.staged import MANIFEST, _load, check_features_fit
 from fedicd.local_training import local_optimizer, round_lr, set_lr
 from fedicd.metrics import f1_scores
 from fedicd.partition.manifest import read_manifest
@@ -82,6 +82,8 @@ class Data:
 def load_data(run_dir: Path, n_clients: int | None, seed: int) -> Data:
     """The staged features and partition of ``run_dir``; ``n_clients`` re-splits the partition's rows IID."""
     arrays = _load(run_dir)
+    # the sweep trains TrainConfig()'s MLP on pooled vectors: a chunk-sequence run's staged chunks are refused
+    check_features_fit(arrays["x_train"], TrainConfig().head, f"the staged features of the run folder {run_dir}")
     partition, _ = read_manifest(run_dir / MANIFEST)
     clients = list(partition.clients)
     if n_clients is not None:

@@ -86,6 +86,12 @@ def main(argv=None) -> int:
         return 0
     if cfg.train.mode != "federated":
         sys.exit(f"{args.config}: train.mode must be 'federated' (the matrix attacks a federation)")
+    from fedicd.heads import SEQUENCE_HEADS
+
+    if cfg.train.head in SEQUENCE_HEADS:  # refused before any column is trained
+        sys.exit(f"{args.config}: train.head = {cfg.train.head!r} trains on chunk sequences, but the matrix's attacks "
+                 "read one pooled vector per note: set train.head to a pooled head (mlp, deep_mlp, deep_res_mlp, "
+                 "linear, bottleneck)")
     t_all = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     key_dir = _keys(args.out, cfg.partition.n_clients) if "ckks" in args.columns else None

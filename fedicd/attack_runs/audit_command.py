@@ -53,6 +53,12 @@ def _train(config: Path, out: Path, overrides: Sequence[str], attacks: Sequence[
         raise NotAFederationError(f"{config}: train.mode = {cfg.train.mode!r}; the battery attacks a federation "
                                   "(model updates, a global model), so give a config with train.mode = 'federated' "
                                   "(or --set train.mode=\"federated\")")
+    from fedicd.heads import SEQUENCE_HEADS
+
+    if cfg.train.head in SEQUENCE_HEADS:  # refused before a federation is trained for nothing
+        raise ConfigError(f"{config}: train.head = {cfg.train.head!r} trains on chunk sequences, but the battery's "
+                          "attacks read one pooled vector per note: set train.head to a pooled head (mlp, deep_mlp, "
+                          "deep_res_mlp, linear, bottleneck)")
     chosen = resolve_attacks(attacks)
     if attacks is not None and cfg.privacy.dp == "none" and any(a.needs_dp for a in chosen):
         raise ConfigError(f"--attacks names the DP audit, but {config} trains without DP (privacy.dp = 'none'); "

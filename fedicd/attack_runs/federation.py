@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fedicd.errors import ConfigError
+
 __all__ = ["FederationRun", "load_federation_run"]
 
 
@@ -98,6 +100,24 @@ def _scaler(run_dir: Path, features: dict[str, np.ndarray], plan) -> tuple[np.nd
     return scaler.mean_, scaler.scale_
 
 
+def _refuse_chunk_sequences(run_dir: Path, head: str) -> None:
+    """The attacks read one pooled vector per note (``x_train[rows]``, ``unscale``, a head taking ``[B, d]``): a
+    run of a chunk-sequence head stages flat chunk rows with offsets, which they would mis-read as notes."""
+    from fedicd.federated.staged import FEATURES
+    from fedicd.heads import SEQUENCE_HEADS
+
+    staged = run_dir / FEATURES
+    chunked = False
+    if staged.exists():
+        with np.load(staged) as z:
+            chunked = any(k.endswith("_offsets") for k in z.files)
+    if head in SEQUENCE_HEADS or chunked:
+        raise ConfigError(f"the attacks on a federation read one pooled vector per note, but the run folder "
+                          f"{run_dir} trained train.head = {head!r} on chunk sequences (staged {FEATURES} holds "
+                          "chunk rows and offsets): attack a run of a pooled head (mlp, deep_mlp, deep_res_mlp, "
+                          "linear, bottleneck)")
+
+
 def load_federation_run(run_dir: str | Path) -> FederationRun:
     """Read a finished federated run folder (``FileNotFoundError`` / ``ValueError`` naming what is missing)."""
     import json
@@ -110,6 +130,7 @@ def load_federation_run(run_dir: str | Path) -> FederationRun:
 
     run_dir = Path(run_dir)
     plan = read_plan(run_dir)
+    _refuse_chunk_sequences(run_dir, plan.train.head)
     ckpt = load_checkpoint(run_dir)
     if ckpt is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint: the federated run never finished a round")

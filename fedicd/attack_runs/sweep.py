@@ -127,6 +127,17 @@ def _check_request(attack: str, specs: list, options: AttackOptions) -> Attack:
     return spec
 
 
+def _refuse_sequence_head(head: str) -> None:
+    """The sweep's utility trains ``[train]``'s head on the defended pooled vectors: a chunk-sequence head cannot
+    read them (refused before any note is embedded)."""
+    from fedicd.heads import SEQUENCE_HEADS
+
+    if head in SEQUENCE_HEADS:
+        raise ConfigError(f"train.head = {head!r} reads chunk sequences, but the attack sweep defends and scores one "
+                          "pooled vector per note (its utility trains train.head on them): set train.head to a "
+                          "pooled head (mlp, deep_mlp, deep_res_mlp, linear, bottleneck)")
+
+
 def _progress(total: int, progress: bool | None):
     """A bar over the defences on stderr: on a terminal (``progress=None``), always (True) or never (False)."""
     from tqdm.auto import tqdm
@@ -149,6 +160,7 @@ def run_attack_sweep(cfg, attack: str, out: str | Path, *, defences: Sequence[st
     specs = [parse_defence(s) for s in defences]
     options = AttackOptions(attribute=attribute, n_labelled=n_labelled, gen_spans=gen_spans, gen_cfg=gen_cfg)
     spec = _check_request(attack, specs, options)
+    _refuse_sequence_head(cfg.train.head)
     if gen_cfg is None:
         options = replace(options, gen_cfg=GenerativeConfig(seed=cfg.seed, corrector_steps=2, candidates=4))
     d = load_attack_data(cfg, attribute=attribute if spec.needs_attribute else None)

@@ -99,6 +99,7 @@ def assemble_sequences(keys: Sequence[str], counts: Mapping[str, int], dim: int,
     for position, key in enumerate(keys):
         first_rows.setdefault(key, int(offsets[position]))
     embedded = store.counts()
+    _check_counts(embedded, counts)  # rows of another count would overwrite the next note's rows
     store.drain_into(out, first_rows)
     from_cache = [key for key in first_rows if key not in embedded]
     if from_cache:
@@ -113,11 +114,15 @@ def assemble_sequences(keys: Sequence[str], counts: Mapping[str, int], dim: int,
     return ChunkSequences(out, offsets)
 
 
-def _fill_reembedded(out: np.ndarray, first_rows: Mapping[str, int], counts: Mapping[str, int],
-                     store: ChunkStore) -> None:
-    changed = {k: c for k, c in store.counts().items() if c != counts[k]}
+def _check_counts(embedded: Mapping[str, int], counts: Mapping[str, int]) -> None:
+    changed = {k: c for k, c in embedded.items() if k in counts and c != counts[k]}
     if changed:
         raise RuntimeError(f"{len(changed)} texts were re-embedded with another chunk count than their cached note "
                            "vectors record (the tokenizer changed under the same model fingerprint?); delete the "
                            "embedding cache directory (cache_dir) and embed again")
+
+
+def _fill_reembedded(out: np.ndarray, first_rows: Mapping[str, int], counts: Mapping[str, int],
+                     store: ChunkStore) -> None:
+    _check_counts(store.counts(), counts)
     store.drain_into(out, first_rows)

@@ -21,7 +21,8 @@ __all__ = ["WarmStartConfig", "INITS", "DESCRIPTION_HEADS"]
 
 INITS = ("random", "descriptions")
 # heads whose output layer reads a linear image of the embedding, or (chunk-sequence heads) an attention-weighted
-# sum of the chunks (label_attention) or of their convolution features (multires_cnn)
+# sum of per-chunk features (label_attention: a ReLU value layer; multires_cnn: convolution features) through which
+# a description, read as a one-chunk note, is passed to initialise the queries and output rows
 DESCRIPTION_HEADS = ("linear", "bottleneck", "label_attention", "multires_cnn")
 
 
