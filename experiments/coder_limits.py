@@ -148,16 +148,17 @@ def _metrics(y, scores, threshold, y_train):
                            train_counts=y_train.sum(0))
 
 
-def train_and_score(feats: dict, labels: dict, train_rows: np.ndarray, train_cfg) -> dict:
-    """Train ``train_cfg``'s head on ``train_rows`` of the training notes; probabilities of every split (the
-    training split: the rows trained on) and the validation-chosen threshold."""
+def train_and_score(feats: dict, labels: dict, train_rows: np.ndarray, train_cfg, initialise=None) -> dict:
+    """Train ``train_cfg``'s head on ``train_rows`` of the training notes (``initialise``: the run's
+    description init, :func:`fedicd.warm_start.central.central_initialiser`, or None); probabilities of every split
+    (the training split: the rows trained on) and the validation-chosen threshold."""
     from fedicd.metrics import choose_threshold
     from fedicd.sequences import select_rows
     from fedicd.train import predict_proba, train_central
 
     x_train = select_rows(feats["train"], train_rows)
     y_train = labels["train"][train_rows]
-    trained = train_central(x_train, y_train, train_cfg)
+    trained = train_central(x_train, y_train, train_cfg, initialise=initialise)
     probs = {"train": predict_proba(trained.model, x_train),
              **{p: predict_proba(trained.model, feats[p]) for p in ("val", "test")}}
     return {"probs": probs, "y_train": y_train, "threshold": choose_threshold(labels["val"], probs["val"]),
@@ -172,13 +173,13 @@ def epochs_for(fraction: float, epochs: int, schedule: str) -> int:
     return max(1, int(round(epochs / fraction))) if schedule == "steps" else epochs
 
 
-def seed_runs(feats: dict, labels: dict, train_cfg, seed: int, schedule: str = "steps") -> dict:
+def seed_runs(feats: dict, labels: dict, train_cfg, seed: int, schedule: str = "steps", initialise=None) -> dict:
     """One seed: the learning curve, and the full-data model's buckets and fit."""
     subsets = nested_subsets(len(labels["train"]), FRACTIONS, seed)
     curve, full = {}, None
     for fraction, rows in subsets.items():
         cfg = dataclasses.replace(train_cfg, seed=seed, epochs=epochs_for(fraction, train_cfg.epochs, schedule))
-        run = train_and_score(feats, labels, rows, cfg)
+        run = train_and_score(feats, labels, rows, cfg, initialise)
         test = _metrics(labels["test"], run["probs"]["test"], run["threshold"], labels["train"])
         curve[fraction] = {"notes": int(len(rows)), "epochs": cfg.epochs, **{k: test[k] for k in CURVE_KEYS},
                            "seconds": run["seconds"]}
@@ -250,7 +251,10 @@ def run(args: argparse.Namespace) -> dict:
     cfg = load_config(args.config, [f'train.head="{args.head}"', *args.overrides])
     data = prepare_data(cfg)
     feats, embed_info, scaler = embed_parts(data, cfg)
-    per_seed = [seed_runs(feats, data.labels, cfg.train, s, args.schedule) for s in args.seeds]
+    from fedicd.warm_start.central import central_initialiser
+
+    initialise = central_initialiser(cfg, scaler, list(data.binarizer.classes_))  # None unless [warm_start] asks
+    per_seed = [seed_runs(feats, data.labels, cfg.train, s, args.schedule, initialise) for s in args.seeds]
     probe = encoder_probe(data, feats, scaler)
     counts = data.labels["train"].sum(0)
     return {"kind": "coder_limits", "head": args.head, "config": str(args.config), "seeds": list(args.seeds),

@@ -89,7 +89,7 @@ def test_codiesp_table_keeps_the_validation_chosen_chunk_length_and_the_goal_ver
             "0.4500 ± 0.0000 | 0.4000 ± 0.0000 | 0.1000 ± 0.0000 | 0.4400 / 0.4600 | 2 | 128 |") in page
     assert "| mlp | 0.4100 ± 0.0141 | 0.2100 ± 0.0141 |" in page
     assert "**met** by label_attention, label_attention+descriptions; best coder label_attention (micro 0.4500" in page
-    assert "| label_attention | 7 | 0.1000 ± 0.0000 | 0.3000 | 0.2000 | 0.2700 ± 0.0141 | 0.2700 | 90 | 3 |" in page
+    assert "| label_attention → label_attention+descriptions | 7 | 0.1000 ± 0.0000 | 0.3000 | 0.2000 | 0.2700 ± 0.0141 | 0.2700 | 90 | 3 |" in page
     assert "| label_attention | 256 | 0.1000 | no |" in page and "| label_attention | 128 | 0.5000 ± 0.0000 | yes |" in page
     assert "- mlp@default seed 2: boom" in page
     assert "- zero_shot_chunks: space chosen on validation raw / scaled (per seed); 90 codes described, 3 without" in page

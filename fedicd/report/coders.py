@@ -121,13 +121,13 @@ def _rare_table(doc: dict) -> Table | None:
             continue
         rare_base, rare_init = _mean(_test(base, "rare_macro_f1")), _mean(_test(init, "rare_macro_f1"))
         gain = None if rare_base is None or rare_init is None else rare_init - rare_base
-        body.append([row["init_of"], init[0]["test"].get("rare_labels"), mean_std(_test(base, "rare_macro_f1")),
+        body.append([f'{row["init_of"]} → {row["name"]}', init[0]["test"].get("rare_labels"), mean_std(_test(base, "rare_macro_f1")),
                      mean_std(_test(init, "rare_macro_f1")), gain, mean_std(_test(base, "macro_f1")),
                      mean_std(_test(init, "macro_f1")), init[0].get("described"), init[0].get("missing_descriptions")])
     if not body:
         return None
     return Table("Rare codes: random vs description initialisation",
-                 ["head", "rare codes", "rare macro-F1 (random init)", "rare macro-F1 (descriptions)",
+                 ["random init → with descriptions", "rare codes", "rare macro-F1 (random init)", "rare macro-F1 (descriptions)",
                   "Δ rare macro-F1", "macro-F1 (random init)", "macro-F1 (descriptions)", "codes described",
                   "codes without a description"], body)
 
@@ -291,7 +291,7 @@ def render_coders(results_root: str | Path) -> str:
     folder = Path(results_root) / FOLDER
     parts = [f"# {TITLE}", "", GENERATED, "", INTRO, ""]
     suites = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))
-              if not p.name.startswith(("dp_step", "limits_"))} if folder.is_dir() else {}
+              if not p.name.startswith(("dp_step", "limits_", "bench_"))} if folder.is_dir() else {}
     for name in ("codiesp", "synthetic"):
         if name not in suites:
             parts += [f"The `{name}` suite is not archived yet (`python experiments/coders.py --suite {name} "
