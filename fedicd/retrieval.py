@@ -138,12 +138,8 @@ def _embed(cfg, data, *, notes: str, encoder) -> tuple[np.ndarray | ChunkSequenc
     from fedicd.embedding import embed_texts
     from fedicd.privacy.config import noise_embeddings
 
-    kwargs = {"keep_chunks": True} if notes == "chunks" else {}
-    try:
-        result = embed_texts(data.notes.texts, cfg.embedding, cache_dir=cfg.cache_dir, encoder=encoder,
-                             progress=False, **kwargs)
-    except TypeError as exc:  # an embed_texts without chunk sequences
-        raise ConfigError(f"notes = 'chunks' needs embed_texts(..., keep_chunks=True): {exc}") from exc
+    result = embed_texts(data.notes.texts, cfg.embedding, cache_dir=cfg.cache_dir, encoder=encoder,
+                         progress=False, keep_chunks=notes == "chunks")
     info = {"model": result.model_id, "dim": result.dim, "n_chunked": result.n_chunked, "n_cached": result.n_cached}
     x: np.ndarray | ChunkSequences = result.vectors
     if notes == "chunks":

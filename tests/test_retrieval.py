@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from hypothesis import strategies as st
 
 import fedicd.warm_start.descriptions as descriptions
 from fedicd.config import config_from_dict
-from fedicd.embedding import EmbedConfig, embed_texts
+from fedicd.embedding import EmbedConfig
 from fedicd.errors import ConfigError
 from fedicd.retrieval import (cosine_probabilities, cosine_scores, identity_scaler, retrieval_metrics, unit_rows,
                               zero_shot_coder)
@@ -126,8 +125,6 @@ def test_zero_shot_coder_refuses_unknown_settings(fake_config, tmp_path) -> None
         zero_shot_coder(cfg, spaces=("whitened",))
 
 
-@pytest.mark.skipif("keep_chunks" not in inspect.signature(embed_texts).parameters,
-                    reason="embed_texts(keep_chunks=True) not available yet")
 def test_zero_shot_coder_on_chunk_sequences(fake_config, tmp_path, catalogue) -> None:
     cfg = _cfg(fake_config, tmp_path)
     out = zero_shot_coder(cfg, notes="chunks", encoder=FakeEncoder(fake_config), spaces=("raw",))
