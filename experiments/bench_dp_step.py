@@ -47,20 +47,21 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["non-private", "fused", "ghost", "hooks"])
     ap.add_argument("--head", default="mlp", help="a registered head (train.head)")
     ap.add_argument("--chunks", type=int, default=8, help="longest note, in chunks (chunk-sequence heads only)")
+    ap.add_argument("--hidden", type=int, nargs="+", default=None, help="train.hidden of the head (default: its own)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x = _inputs(args)
     y = (torch.rand(args.batch, args.labels) < 5 / args.labels).float()
-    if "fused" in args.methods and unsupported_layers(build_head(args.head, args.input_dim, args.labels)):
+    if "fused" in args.methods and unsupported_layers(build_head(args.head, args.input_dim, args.labels, hidden=args.hidden)):
         print(f"fused clipping does not apply to head {args.head!r}: "
-              f"{unsupported_layers(build_head(args.head, args.input_dim, args.labels))}")
+              f"{unsupported_layers(build_head(args.head, args.input_dim, args.labels, hidden=args.hidden))}")
         args.methods = [m for m in args.methods if m != "fused"]
     plan = DPPlan(n=args.batch * 10, sample_rate=0.1, steps_per_epoch=10, total_steps=10, noise_multiplier=1.0,
                   delta=1e-5, target_epsilon=0.0)
     runners = {}
     for name in args.methods:
-        model = build_head(args.head, args.input_dim, args.labels)
+        model = build_head(args.head, args.input_dim, args.labels, hidden=args.hidden)
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-5)
         if name == "non-private":
@@ -77,7 +78,7 @@ def main() -> None:
             def step(stepper=stepper):
                 stepper.step(x, y)
         runners[name] = step
-    params = count_parameters(build_head(args.head, args.input_dim, args.labels))
+    params = count_parameters(build_head(args.head, args.input_dim, args.labels, hidden=args.hidden))
     for step in runners.values():  # warm-up
         for _ in range(2):
             step()
@@ -89,7 +90,7 @@ def main() -> None:
                 step()
             times[name].append((time.perf_counter() - t0) / args.steps)
     base = statistics.median(times["non-private"]) if "non-private" in times else float("nan")
-    report = {"head": args.head, **({"chunks": args.chunks} if args.head in SEQUENCE_HEADS else {}),
+    report = {"head": args.head, **({"hidden": args.hidden} if args.hidden else {}), **({"chunks": args.chunks} if args.head in SEQUENCE_HEADS else {}),
               "input_dim": args.input_dim, "labels": args.labels, "batch": args.batch, "parameters": params,
               "threads": args.threads, "steps_per_timing": args.steps, "repeats": args.repeats,
               "median_step_ms": {n: 1e3 * statistics.median(t) for n, t in times.items()},
