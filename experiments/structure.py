@@ -36,7 +36,7 @@ STAGES: list[tuple[int, str, tuple[str, ...]]] = [
                      "fedicd.strategies", "fedicd.warm_start", "fedicd.retrieval")),
     (6, "defences", ("fedicd.privacy", "fedicd.secure")),
     (6, "attacks", ("attacks",)),
-    (7, "assembly", ("fedicd.runner", "fedicd.attack_runs",
+    (7, "assembly", ("fedicd.runner", "fedicd.deploy", "fedicd.attack_runs",
                      "fedicd.report", "fedicd.evaluate", "fedicd.cli", "fedicd.__main__")),
 ]
 CONFIG_SUFFIX = ".config"  # a stage's own config section: configuration, importable from every stage

@@ -1,0 +1,1 @@
+"""Deployment on real machines (Flower's deployment engine): certificates for TLS."""
