@@ -1,1 +1,1 @@
-"""Deployment on real machines (Flower's deployment engine): certificates for TLS."""
+"""Deployment on real machines (Flower's deployment engine): TLS certificates, SuperNode keys, port checks."""

@@ -12,7 +12,7 @@ Private keys are written with mode 0600 (readable by their owner only), certific
 :func:`check_certificate` refuses a missing, unreadable, expired or not-yet-valid certificate, or one the given
 CA did not sign, with an error that names the file and the reason.
 
-    python -m fedicd.deploy.certificates --out certs --hosts 127.0.0.1 localhost --days 30
+    python -m fedicd.deploy.certificates --out certs --hosts 127.0.0.1 localhost --days 30 --nodes site-a site-b
 """
 
 from __future__ import annotations
@@ -182,10 +182,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--hosts", nargs="+", default=["127.0.0.1", "localhost"],
                     help="the SuperLink's host names / IP addresses (subjectAltName)")
     ap.add_argument("--days", type=int, default=30, help="validity in days")
+    ap.add_argument("--nodes", nargs="*", default=[],
+                    help="also make SuperNode authentication keys <out>/nodes/<name>(.pub), one per name")
     args = ap.parse_args(argv)
     made = make_certificates(args.out, hosts=args.hosts, days=args.days)
     print(f"CA {made.ca_cert} (keep {made.ca_key} offline); SuperLink {made.server_cert} + {made.server_key} for "
           f"{', '.join(made.hosts)}, valid until {made.not_after.isoformat()}")
+    if args.nodes:
+        from fedicd.deploy.node_keys import make_node_keys
+
+        for key in make_node_keys(args.out / "nodes", args.nodes):
+            print(f"SuperNode {key.name}: private key {key.private} (that node only), public key {key.public} "
+                  "(register it: flwr supernode register)")
 
 
 if __name__ == "__main__":

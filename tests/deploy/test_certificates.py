@@ -122,3 +122,10 @@ def test_the_command_writes_the_four_files(tmp_path, capsys) -> None:
     assert sorted(p.name for p in (tmp_path / "q").iterdir()) == ["ca.crt", "ca.key", "server.crt", "server.key"]
     assert "for 10.0.0.5, valid until" in capsys.readouterr().out
     check_certificate(tmp_path / "q" / "server.crt", ca=tmp_path / "q" / "ca.crt")
+
+
+def test_the_command_also_makes_node_keys(tmp_path, capsys) -> None:
+    main(["--out", str(tmp_path / "q"), "--nodes", "site-a", "site-b"])
+    assert sorted(p.name for p in (tmp_path / "q" / "nodes").iterdir()) == ["site-a", "site-a.pub", "site-b",
+                                                                           "site-b.pub"]
+    assert "SuperNode site-b: private key" in capsys.readouterr().out
