@@ -167,3 +167,15 @@ def separable_task() -> tuple[np.ndarray, np.ndarray]:
     w = rng.normal(size=(64, 8))
     y = (x @ w > 2.0).astype(np.float32)
     return x, y
+
+
+@pytest.fixture
+def fake_config(tmp_path: Path):
+    """An EmbedConfig whose model is a local directory (fingerprinted for the cache key, never loaded: the tests'
+    fake encoder, tests/embedding/fakes.py, embeds)."""
+    from fedicd.embedding import EmbedConfig
+
+    model_dir = tmp_path / "fake-model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text('{"model_type": "fake"}')
+    return EmbedConfig(model=str(model_dir), device="cpu", chunk_overlap=4, model_language="en")

@@ -84,12 +84,6 @@ def test_undescribed_codes_are_never_predicted_and_the_space_is_chosen_on_valida
     assert out["test"]["threshold"] > 0
 
 
-@pytest.fixture
-def fake_config(tmp_path: Path) -> EmbedConfig:
-    model_dir = tmp_path / "fake-model"
-    model_dir.mkdir()
-    (model_dir / "config.json").write_text('{"model_type": "fake"}')
-    return EmbedConfig(model=str(model_dir), device="cpu", chunk_overlap=4, model_language="en")
 
 
 def _cfg(fake_config: EmbedConfig, tmp_path: Path):

@@ -28,17 +28,9 @@ from fedicd.warm_start import WarmStartConfig
 from fedicd.warm_start.descriptions import DescribedLabels, describe_code, description_vectors, label_descriptions
 from fedicd.warm_start.stage import WARM_START_FILE, stage_warm_start, warm_start_results
 from fedicd.warm_start.zero_shot import apply_descriptions, zero_shot_rows, zero_shot_scores
-from fedicd.embedding import EmbedConfig
 from tests.embedding.fakes import FakeEncoder
 
 
-@pytest.fixture
-def fake_config(tmp_path: Path) -> EmbedConfig:
-    """A local fake model folder (fingerprinted for the cache key, never loaded: the fake encoder embeds)."""
-    model_dir = tmp_path / "fake-model"
-    model_dir.mkdir()
-    (model_dir / "config.json").write_text('{"model_type": "fake"}')
-    return EmbedConfig(model=str(model_dir), device="cpu", chunk_overlap=4, model_language="en")
 
 
 def test_icd10_descriptions_are_the_catalogue_text() -> None:

@@ -188,12 +188,6 @@ def catalogue(monkeypatch) -> None:
     monkeypatch.setattr("fedicd.warm_start.descriptions.describe_code", lambda code, kind="icd10": TEXTS.get(code))
 
 
-@pytest.fixture
-def fake_config(tmp_path: Path) -> EmbedConfig:
-    model_dir = tmp_path / "fake-model"
-    model_dir.mkdir()
-    (model_dir / "config.json").write_text('{"model_type": "fake"}')
-    return EmbedConfig(model=str(model_dir), device="cpu", chunk_overlap=4, model_language="en")
 
 
 _HIDDEN = {"label_attention": {"hidden": [16, 8]}, "multires_cnn": {"hidden": [8]}}
