@@ -17,9 +17,9 @@ inputs), ``Z = tanh(W H' + w₀)`` (``W``: dh → da, ``da = hidden[1]``; LAAT's
 ``dh = 512`` (the width of the paper's one-hidden-layer MLP, Xu & Dray 2025) and ``da = 256`` (LAAT's projection
 size for MIMIC-III-50, BiLSTM outputs of 2u = 512; its full-code-set setting is ``da = 512`` over 2u = 1024:
 ``hidden = [1024, 512]``). fedicd's corpora are small (about a thousand training notes) and DP noise grows with the
-parameter count, hence the smaller setting. Measured on CodiEsp (central, MiniLM chunk vectors, 20 epochs AdamW
-1e-3, test micro-F1): without the value layer (a linear model over attended chunks) 0.08–0.12; with it (a prototype of this
-layout) 0.33, the pooled MLP 0.353. Code descriptions initialise ``U`` and ``β`` through the initial value layer
+parameter count, hence the smaller setting. Without the value layer (a linear model over attended chunks) the head
+learned far less on CodiEsp; the archived comparison of this layout is docs/results/coders.md
+(``experiments/coders.py --suite codiesp``). Code descriptions initialise ``U`` and ``β`` through the initial value layer
 (:mod:`fedicd.warm_start.zero_shot`).
 
 ``"multires_cnn"`` (after MultiResCNN, Li & Yu 2020): for each kernel size ``k`` in ``kernel_sizes`` (odd, default
