@@ -22,6 +22,7 @@ from fedicd.warm_start.central import central_initialiser
 from fedicd.warm_start.descriptions import DescribedLabels
 from fedicd.warm_start.zero_shot import apply_descriptions
 from tests.embedding.fakes import FakeEncoder
+from tests.test_warm_start import _hand_built
 
 DIM, N_LABELS = 24, 6
 WS = WarmStartConfig(init="descriptions", scale=8.0, margin=0.2)
@@ -31,13 +32,7 @@ HEADS = {"label_attention": TrainConfig(head="label_attention", hidden=(DH, DA),
 
 
 def _described(missing: tuple[int, ...] = (), dim: int = DIM) -> DescribedLabels:
-    vectors = np.random.default_rng(1).normal(size=(N_LABELS, dim)).astype(np.float32)
-    described = np.array([j not in missing for j in range(N_LABELS)])
-    vectors[~described] = 0
-    labels = [f"C{j}" for j in range(N_LABELS)]
-    return DescribedLabels(labels=labels, texts={c: c for c, d in zip(labels, described) if d},
-                           missing=[c for c, d in zip(labels, described) if not d], vectors=vectors,
-                           described=described)
+    return _hand_built(N_LABELS, dim, missing)
 
 
 def _one_chunk(x: np.ndarray) -> torch.Tensor:
