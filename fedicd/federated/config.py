@@ -119,6 +119,13 @@ class FedConfig:
     """Where the clients run: "ray" (Flower's simulation engine, one Ray worker per client, in parallel) or
     "inprocess" (one after another in the driver's process, through fedicd's in-process grid: no Ray
     start-up, the same numbers; for small runs and tests)."""
+    ray_address: str = ""
+    """Ray cluster to run the simulation on (engine = "ray"): "" starts a local Ray on this machine; "auto" joins
+    the cluster this machine is a node of; "ray://host:10001" connects a Ray client to a remote head node."""
+    server_eval: bool = True
+    """The server holds evaluation notes of its own (server/eval.npz: validation and test splits) and scores the
+    global model on them every round, choosing the decision threshold on its validation split. False: the server
+    holds no notes at all; only the clients' federated evaluation (fraction_evaluate) scores the model."""
 
     def __post_init__(self) -> None:
         if not self.node_wait_s >= 0:
@@ -148,6 +155,15 @@ class FedConfig:
         if not 0 < self.client_cpus <= self.total_cpus:
             raise ConfigError(f"federated.client_cpus must be in (0, total_cpus={self.total_cpus}], "
                               f"got {self.client_cpus}")
+        if self.ray_address and not (self.ray_address == "auto" or self.ray_address.startswith("ray://")):
+            raise ConfigError(f"federated.ray_address must be '' (a local Ray), 'auto' or 'ray://host:port', "
+                              f"got {self.ray_address!r}")
+        if self.ray_address and self.engine != "ray":
+            raise ConfigError(f"federated.ray_address = {self.ray_address!r} needs federated.engine = 'ray', "
+                              f"got {self.engine!r}")
+        if not self.server_eval and self.fraction_evaluate == 0:
+            raise ConfigError("federated.server_eval = false and federated.fraction_evaluate = 0: nobody would "
+                              "evaluate the model; let the server hold evaluation notes or the clients evaluate")
         object.__setattr__(self, "fault_clients", tuple(int(c) for c in self.fault_clients))
         object.__setattr__(self, "fault_rounds", tuple(int(r) for r in self.fault_rounds))
 
