@@ -2,7 +2,8 @@
 
     python experiments/dp_sanity.py --run-dir runs/parity100/synthetic_fed/federated
 
-Reads the staged features of a federated run directory, trains the MLP for
+Reads the staged features of a federated run directory (the training rows reassembled from every client's file,
+the test rows from the server's ``server/eval.npz``), trains the MLP for
 ``--epochs`` local epochs non-privately and with fedicd's DP-SGD at each σ
 (C = 0.1, batch 64, Poisson sampling), and prints test micro/macro F1 at
 threshold 0.5 and the ε spent (δ = 1e-5).
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from fedicd.local_training import LocalTrainConfig, local_train
-from fedicd.federated.staged import ClientData, _load, check_features_fit
+from fedicd.federated.staged import ClientData, check_features_fit, load_staged_splits
 from fedicd.metrics import f1_scores
 from fedicd.privacy.accounting import plan_dp
 from fedicd.privacy.config import PrivacyConfig
@@ -32,7 +33,7 @@ def main() -> None:
     ap.add_argument("--sigmas", type=float, nargs="+", default=[0.01, 1.0])
     args = ap.parse_args()
     torch.set_num_threads(1)
-    a = _load(args.run_dir)
+    a = load_staged_splits(args.run_dir)  # the researcher's view: every client's rows and the server's test rows
     cfg = TrainConfig(seed=0)
     check_features_fit(a["x_train"], cfg.head, f"the staged features of the run folder {args.run_dir}")
     x, y = a["x_train"], a["y_train"].astype(np.float32)

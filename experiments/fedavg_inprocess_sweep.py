@@ -14,8 +14,11 @@ Usage::
     # centralized AdamW baseline: one epoch over all training rows per round
     python experiments/fedavg_inprocess_sweep.py runs/parity100/synthetic_fed/federated --mode central
 
-``RUN_DIR`` is a fedicd federated run directory that holds the staged features (``data/features.npz``) and the
-client partition (``partition.json``), e.g. ``runs/parity100/synthetic_fed/federated``.
+``RUN_DIR`` is a fedicd federated run directory staged with the server's evaluation notes (the default
+``federated.server_eval = true``): the clients' files ``clients/<pid>/data.npz``, the client partition
+(``partition.json``) and ``server/eval.npz`` (the test rows), e.g. ``runs/parity100/synthetic_fed/federated``. The
+training rows are reassembled from the clients' files (:func:`fedicd.federated.staged.load_staged_splits`, the
+researcher's view).
 
 This is a fast diagnostic that bypasses Flower: the clients are trained one after another in this process. It
 mirrors fedicd's client loop -- a fresh local optimizer every round (unless ``--adam-state`` says otherwise), the
@@ -55,10 +58,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedicd.federated.staged import MANIFEST, _load, check_features_fit
+from fedicd.federated.staged import check_features_fit, load_staged_splits
 from fedicd.local_training import local_optimizer, round_lr, set_lr
 from fedicd.metrics import f1_scores
-from fedicd.partition.manifest import read_manifest
 from fedicd.train import TrainConfig, plain_step, run_epoch, shuffled_batches
 
 ADAMW_LR = 1e-3          # TrainConfig's default peak lr, the paper's
@@ -81,11 +83,13 @@ class Data:
 
 def load_data(run_dir: Path, n_clients: int | None, seed: int) -> Data:
     """The staged features and partition of ``run_dir``; ``n_clients`` re-splits the partition's rows IID."""
-    arrays = _load(run_dir)
+    arrays = load_staged_splits(run_dir)
     # the sweep trains TrainConfig()'s MLP on pooled vectors: a chunk-sequence run's staged chunks are refused
     check_features_fit(arrays["x_train"], TrainConfig().head, f"the staged features of the run folder {run_dir}")
-    partition, _ = read_manifest(run_dir / MANIFEST)
-    clients = list(partition.clients)
+    if "x_test" not in arrays:
+        raise SystemExit(f"{run_dir} was staged without the server's evaluation notes (federated.server_eval = "
+                         "false): the sweep scores on its test split; stage it with server_eval = true")
+    clients = list(arrays["clients"])
     if n_clients is not None:
         pool = np.sort(np.concatenate(clients))
         if not 1 <= n_clients <= len(pool):
@@ -203,7 +207,7 @@ def run_fedavg(model: torch.nn.Module, loss_fn: torch.nn.Module, data: Data, arg
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("run_dir", type=Path, help="fedicd federated run dir with data/features.npz and partition.json")
+    ap.add_argument("run_dir", type=Path, help="fedicd federated run dir (clients/*/data.npz, partition.json, server/eval.npz)")
     ap.add_argument("--mode", choices=["central", "fedavg"], default="fedavg")
     ap.add_argument("--optimizer", "--local-optimizer", dest="optimizer", choices=["adamw", "sgd"], default="adamw",
                     help="the (local) optimizer; default adamw (the paper's)")

@@ -36,12 +36,12 @@ commands:
   fedicd audit     CONFIG_OR_RUN_DIR --out DIR
                                        attacks on a federation (update inversion, membership,
                                        DP audit, embedding attacks): reports + summary
-  fedicd report    RUN_DIR... --out DIR
-                                       result tables (Markdown + CSV) and plots of run folders
+  fedicd report    RUN_DIR... --out DIR  result tables (Markdown + CSV) and plots of run folders
   fedicd report --docs                 regenerate docs/results/*.md from experiments/results/
+  fedicd deploy prepare --config CONFIG.toml --sites SITES.toml --labels CODES --out STUDY  (or --from-run RUN):
+                                       a study folder + run-config.toml for `flwr run` (deployment)
 
-Commands that read a config accept --set section.key=value overrides (repeatable).
-Run `fedicd COMMAND --help` for a command's options.
+Commands that read a config accept --set section.key=value overrides (repeatable); see `fedicd COMMAND --help`.
 """
 
 TABLE_KEYS = ("micro_f1", "macro_f1", "micro_precision", "micro_recall", "macro_precision", "macro_recall",
@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_out(p, default=Path("runs/demo"))
     _add_report(sub)
     _add_audit(sub)
+    from fedicd.deploy.cli import add_deploy_parser
+
+    add_deploy_parser(sub)
     return parser
 
 
@@ -159,7 +162,13 @@ def _add_report(sub) -> None:
 
 
 def format_table(results: dict) -> str:
-    """A two-column metrics table (val and test) for the terminal."""
+    """A two-column metrics table (val and test) for the terminal; a run scored by its clients only
+    (``federated.server_eval = false``) prints their federated evaluation instead."""
+    if "test" not in results:
+        return "\n".join([f"no server evaluation notes (federated.server_eval = false): the clients' federated "
+                          f"evaluation of round {results.get('evaluation', {}).get('round')}",
+                          *(f"{k:<16}{v:>10.4f}" for k, v in sorted((results.get("client_evaluation") or {}).items())
+                            if isinstance(v, (int, float)))])
     lines = [f"{'metric':<16}{'val':>10}{'test':>10}", "-" * 36]
     for key in TABLE_KEYS:
         lines.append(f"{key:<16}{results['val'][key]:>10.4f}{results['test'][key]:>10.4f}")
@@ -334,6 +343,12 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return audit_cli(args)
 
 
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from fedicd.deploy.cli import deploy_command
+
+    return deploy_command(args)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from fedicd.evaluate import evaluate_run
 
@@ -366,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     handlers = {"run": _cmd_run, "train": _cmd_run, "prepare": _cmd_prepare, "embed": _cmd_embed,
                 "evaluate": _cmd_evaluate, "partition": _cmd_partition, "demo": _cmd_run, "attack": _cmd_attack,
-                "keys": _cmd_keys, "report": _cmd_report, "audit": _cmd_audit}
+                "keys": _cmd_keys, "report": _cmd_report, "audit": _cmd_audit, "deploy": _cmd_deploy}
     try:
         code = handlers[args.command](args)
     except (ValueError, OSError, RuntimeError) as exc:

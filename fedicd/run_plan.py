@@ -21,9 +21,10 @@ from fedicd.secure.config import SecureAggConfig
 from fedicd.train_config import TrainConfig
 
 __all__ = ["RunPlan", "StrategyPlan", "PrivacyPlan", "DPPlan", "PLAN_VERSION", "PLAN_FILE", "read_plan", "write_plan", "resolved_config",
+           "plan_from_json",
            "section_from_dict", "train_config_from_dict", "StalePlanError"]
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: per-site data files (clients/<pid>/data.npz, server/eval.npz), no data/features.npz
 PLAN_FILE = "run_plan.json"
 LEGACY_META = "run_meta.json"
 
@@ -227,3 +228,28 @@ def read_plan(run_dir: str | Path) -> RunPlan:
 @functools.lru_cache(maxsize=8)
 def _read(path: str, mtime_ns: int) -> RunPlan:
     return RunPlan.from_dict(json.loads(Path(path).read_text()), source=path)
+
+
+def plan_from_json(text: str, *, source: str = "the run config's plan") -> RunPlan:
+    """The run plan whose ``run_plan.json`` text is ``text`` (a deployment's run config carries it to the nodes).
+
+    Raises
+    ------
+    ValueError
+        ``text`` is not JSON (the message names ``source``); :class:`StalePlanError` for another plan version.
+    """
+    return _from_text(str(text), source)
+
+
+@functools.lru_cache(maxsize=8)
+def _from_text(text: str, source: str) -> RunPlan:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{source} is not a run plan: not JSON ({exc}); give run_plan.json's text") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source} is not a run plan: JSON {type(raw).__name__}, expected an object")
+    try:
+        return RunPlan.from_dict(raw, source=source)
+    except KeyError as exc:
+        raise ValueError(f"{source} is not a complete run plan: it lacks {exc}; give run_plan.json's text") from None

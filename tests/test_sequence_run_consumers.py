@@ -1,6 +1,7 @@
 """Consumers of a run folder that read one pooled vector per note refuse a chunk-sequence run by name.
 
-A chunk-sequence head's staged ``data/features.npz`` holds flat chunk rows and their offsets; the attacks on a
+A chunk-sequence head's staged site files (``clients/<pid>/data.npz``, ``server/eval.npz``) hold flat chunk rows
+and their offsets; the attacks on a
 federation (``fedicd audit``, the privacy matrix) index ``x_train`` by note and would mis-read chunk rows as notes.
 """
 

@@ -168,8 +168,10 @@ def _stage(run: Path, rng: np.random.Generator) -> None:
     sizes = {"train": 60, "val": 30, "test": 30}
     feats = {p: rng.normal(size=(n, 8)).astype(np.float32) for p, n in sizes.items()}
     labels = {p: (rng.random((n, len(LABELS))) < 0.3).astype(np.float32) for p, n in sizes.items()}
-    stage_arrays(run, feats, labels, iid_partition([()] * 60, 3, seed=0), iid_partition([()] * 30, 3, seed=1))
-    save_binarizer(fit_binarizer([LABELS]), run / "labels.json")
+    mlb = fit_binarizer([LABELS])  # the run's label space: its files hold these codes, in this (sorted) order
+    stage_arrays(run, feats, labels, iid_partition([()] * 60, 3, seed=0), iid_partition([()] * 30, 3, seed=1),
+                 label_codes=mlb.classes_)
+    save_binarizer(mlb, run / "labels.json")
     save_scaler(StandardScaler().fit(feats["train"]), run / "scaler.npz")
 
 
@@ -266,5 +268,6 @@ def test_a_warm_started_run_reports_its_zero_shot_row(warm_cfg, fake_config, tmp
     write_plan(run, plan)
     seconds = simulate(run, plan, verbose=False)
     results = finalize("warm", run, plan, load_checkpoint(run), seconds)
+    assert results["outcome"]["status"] == "ok"  # every client read its file (labels as the run's labels.json)
     assert _json(results["warm_start"]) == _json(record) and results["warm_start"]["zero_shot"]["test"]["n_notes"] == 30
     assert json.loads((run / "results.json").read_text())["warm_start"]["method"] == "descriptions"

@@ -116,8 +116,10 @@ def test_a_warm_start_under_sample_dp_is_built_for_the_planned_head(setup) -> No
     run, rng = tmp_path / "run", np.random.default_rng(0)
     feats = {p: rng.normal(size=(n, 8)).astype(np.float32) for p, n in (("train", 30), ("val", 20), ("test", 20))}
     labels = {p: (rng.random((len(f), len(run_labels))) < 0.4).astype(np.float32) for p, f in feats.items()}
-    stage_arrays(run, feats, labels, iid_partition([()] * 30, 3, seed=0), iid_partition([()] * 20, 3, seed=1))
-    save_binarizer(fit_binarizer([run_labels]), run / "labels.json")
+    mlb = fit_binarizer([run_labels])
+    stage_arrays(run, feats, labels, iid_partition([()] * 30, 3, seed=0), iid_partition([()] * 20, 3, seed=1),
+                 label_codes=mlb.classes_)
+    save_binarizer(mlb, run / "labels.json")
     save_scaler(StandardScaler().fit(feats["train"]), run / "scaler.npz")
     stage_warm_start(cfg, run, input_dim=8, encoder=encoder, train=dp_train)
     round_zero = initial_arrays(dp_train, 8, len(run_labels), run)

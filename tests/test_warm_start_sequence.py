@@ -238,9 +238,10 @@ def test_a_staged_federated_sequence_run_starts_from_the_descriptions(head, fake
     feats = {p: ChunkSequences.from_lists([rng.normal(size=(int(rng.integers(1, 4)), 8)) for _ in range(n)])
              for p, n in sizes.items()}
     labels = {p: (rng.random((n, len(LABELS))) < 0.3).astype(np.float32) for p, n in sizes.items()}
+    mlb = fit_binarizer([LABELS])
     stage_arrays(run, feats, labels, iid_partition([()] * 30, 3, seed=0), iid_partition([()] * 12, 3, seed=1),
-                 head=head)
-    save_binarizer(fit_binarizer([LABELS]), run / "labels.json")
+                 head=head, label_codes=mlb.classes_)
+    save_binarizer(mlb, run / "labels.json")
     save_scaler(StandardScaler().fit(feats["train"].chunks), run / "scaler.npz")
     embedding = {k: v for k, v in asdict(fake_config).items() if v is not None}
     cfg = config_from_dict({"cache_dir": str(tmp_path / "cache"), "embedding": embedding,

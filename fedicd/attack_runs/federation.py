@@ -4,8 +4,11 @@ The battery (``fedicd audit``, ``experiments/privacy_matrix.py``) attacks one
 run folder written by ``fedicd run`` in federated mode. :func:`load_federation_run`
 reads what that folder holds: the run plan (head, local training, privacy and
 secure-aggregation plans), the staged features (already scaled by the one shared
-StandardScaler, as the paper fits it on all training embeddings), the clients'
-training rows, the scaler statistics and the final global model.
+StandardScaler, as the paper fits it on all training embeddings: the training
+split reassembled from every client's file, the server's evaluation notes), the
+clients' training rows, the scaler statistics and the final global model. It is
+the researcher's view (:func:`fedicd.federated.staged.load_staged_splits`), which
+no federation process holds.
 
 Nothing here is handed to an attack as such: each attack's glue builds the
 adversary's view (:mod:`attacks`) from it, with exactly what its threat model
@@ -40,7 +43,9 @@ class FederationRun:
         ``plan.secure``, ``plan.input_dim``, ``plan.n_labels``.
     features : dict
         ``x_train``, ``y_train``, ``x_val``, ``y_val``, ``x_test``, ``y_test``:
-        scaled features and label matrices as staged (float32 / 0-1).
+        scaled features and label matrices as staged (float32 / 0-1); validation and
+        test come from the server's ``server/eval.npz`` (without server evaluation:
+        no test split, see :func:`~fedicd.federated.staged.load_staged_splits`).
     clients : list of arrays
         Row indices into ``x_train`` of each client's training notes.
     scaler_mean, scaler_scale : arrays [dim]
@@ -103,19 +108,19 @@ def _scaler(run_dir: Path, features: dict[str, np.ndarray], plan) -> tuple[np.nd
 def _refuse_chunk_sequences(run_dir: Path, head: str) -> None:
     """The attacks read one pooled vector per note (``x_train[rows]``, ``unscale``, a head taking ``[B, d]``): a
     run of a chunk-sequence head stages flat chunk rows with offsets, which they would mis-read as notes."""
-    from fedicd.federated.staged import FEATURES
+    from fedicd.federated.site_data import client_data_path
     from fedicd.heads import SEQUENCE_HEADS
 
-    staged = run_dir / FEATURES
+    staged = client_data_path(run_dir, 0)
     chunked = False
     if staged.exists():
         with np.load(staged) as z:
             chunked = any(k.endswith("_offsets") for k in z.files)
     if head in SEQUENCE_HEADS or chunked:
         raise ConfigError(f"the attacks on a federation read one pooled vector per note, but the run folder "
-                          f"{run_dir} trained train.head = {head!r} on chunk sequences (staged {FEATURES} holds "
-                          "chunk rows and offsets): attack a run of a pooled head (mlp, deep_mlp, deep_res_mlp, "
-                          "linear, bottleneck)")
+                          f"{run_dir} trained train.head = {head!r} on chunk sequences (its staged client files "
+                          f"such as {staged.relative_to(run_dir)} hold chunk rows and offsets): attack a run of a "
+                          "pooled head (mlp, deep_mlp, deep_res_mlp, linear, bottleneck)")
 
 
 def load_federation_run(run_dir: str | Path) -> FederationRun:
@@ -123,8 +128,7 @@ def load_federation_run(run_dir: str | Path) -> FederationRun:
     import json
 
     from fedicd.federated.checkpoint import load_checkpoint
-    from fedicd.federated.staged import FEATURES, MANIFEST
-    from fedicd.partition.manifest import read_manifest
+    from fedicd.federated.staged import load_staged_splits
     from fedicd.run_plan import read_plan
     from fedicd.secure.round_defences import driver_key, round_aggregator
 
@@ -137,12 +141,11 @@ def load_federation_run(run_dir: str | Path) -> FederationRun:
     if ckpt["round"] < plan.federated.rounds:
         raise ValueError(f"{run_dir} stopped after round {ckpt['round']} of {plan.federated.rounds}; resume it "
                          "(fedicd run ... --resume) before attacking it")
-    with np.load(run_dir / FEATURES) as z:
-        features = {k: z[k] for k in z.files}
-    partition, _ = read_manifest(run_dir / MANIFEST)
+    splits = load_staged_splits(run_dir)  # the researcher's view: every client's file and partition.json
+    features = {k: v for k, v in splits.items() if k.startswith(("x_", "y_"))}
     state = round_aggregator(plan, secret_path=driver_key(plan.secure)).readable(ckpt["arrays"])
     mean, scale = _scaler(run_dir, features, plan)
     results_path = run_dir / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    return FederationRun(run_dir, plan, features, [np.asarray(c) for c in partition.clients], np.asarray(mean),
+    return FederationRun(run_dir, plan, features, [np.asarray(c) for c in splits["clients"]], np.asarray(mean),
                          np.asarray(scale), {k: np.asarray(v) for k, v in state.items()}, results)

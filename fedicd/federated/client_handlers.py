@@ -14,7 +14,7 @@ from flwr.app import Message, MetricRecord, RecordDict
 from fedicd.local_training import LocalTrainConfig, build_model, evaluate_local
 from fedicd.federated.faults import inject_fault, should_fail
 from fedicd.federated.local import ClientSetup
-from fedicd.federated.staged import ClientData, check_features_fit, load_client_data
+from fedicd.federated.site_data import ClientData, read_client_data
 
 __all__ = ["handle_train", "handle_evaluate"]
 
@@ -42,10 +42,10 @@ def _local_config(msg: Message, setup: ClientSetup, rnd: int) -> LocalTrainConfi
 
 
 def _client_data(setup: ClientSetup) -> ClientData:
-    """This client's staged rows, refused when the run's head cannot read them (chunk sequences vs pooled)."""
-    data = load_client_data(setup.run_dir, setup.pid)
-    check_features_fit(data.x_train, setup.plan.train.head, f"client {setup.pid}'s staged rows in {setup.run_dir}")
-    return data
+    """This client's own rows (``setup.data_path``, the only data file it opens), refused when they do not fit
+    the run: another label space, another input dimension, or features the run's head cannot read."""
+    plan = setup.plan
+    return read_client_data(setup.data_path, labels=setup.labels, input_dim=plan.input_dim, head=plan.train.head)
 
 
 def handle_train(msg: Message, setup: ClientSetup) -> Message:

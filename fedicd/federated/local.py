@@ -22,7 +22,7 @@ from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 from fedicd.local_training import LocalTrainConfig, local_train, round_seed
 from fedicd.federated.records import from_record, to_record
-from fedicd.federated.staged import ClientData
+from fedicd.federated.site_data import ClientData
 from fedicd.run_plan import RunPlan
 from fedicd.sequences import as_model_input, is_sequence
 
@@ -124,7 +124,13 @@ class PlainCodec:
 
 @dataclass
 class ClientSetup:
-    """One client of a planned run, with its trainer and codec."""
+    """One client of a planned run, with its trainer and codec.
+
+    ``data_path``: the client's own data file (:mod:`fedicd.federated.site_data`; in simulation
+    ``<run_dir>/clients/<pid>/data.npz``, in a deployment the node's ``data-path``), the only data file the
+    client opens. ``labels``: the run's label codes, in order, which the file must hold (None: not compared).
+    ``run_dir``: the root of the client's own state (SCAFFOLD's control).
+    """
 
     plan: RunPlan
     run_dir: Path
@@ -132,3 +138,5 @@ class ClientSetup:
     trainer: LocalTrainer
     codec: PlainCodec
     reply_metrics: dict = field(default_factory=dict)
+    data_path: Path = field(kw_only=True)
+    labels: tuple[str, ...] | None = field(default=None, kw_only=True)

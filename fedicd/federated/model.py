@@ -68,16 +68,18 @@ def load_global_model(train_cfg: TrainConfig, input_dim: int, n_labels: int,
 
 def server_scores(model: torch.nn.Module, data: dict[str, np.ndarray]) -> dict[str, dict]:
     """Validation and test metrics of ``model`` as ``results.json`` reports them: the threshold best on
-    validation (:func:`fedicd.metrics.choose_threshold`), top-k F1 over the 50 codes most frequent in training;
-    ``data`` is :func:`fedicd.federated.staged.load_server_data`'s."""
-    from fedicd.metrics import choose_threshold, compute_metrics, top_k_labels
+    validation (:func:`fedicd.metrics.choose_threshold`), top-k F1 over the 50 codes most frequent in training
+    (ties: lower column first, as :func:`fedicd.metrics.top_k_labels`) and the rare codes' scores, both from
+    ``data["train_label_counts"]`` (training notes per code: an aggregate, the server holds no training row);
+    ``data`` is :func:`fedicd.federated.staged.load_server_data`'s (the server's own ``server/eval.npz``)."""
+    from fedicd.metrics import choose_threshold, compute_metrics
     from fedicd.train import predict_proba
 
     probs = {p: predict_proba(model, data[f"x_{p}"]) for p in ("val", "test")}
     threshold = choose_threshold(data["y_val"], probs["val"])
-    frequent = top_k_labels(data["y_train"], 50)
-    return {p: compute_metrics(data[f"y_{p}"], probs[p], threshold=threshold, frequent=frequent,
-                               train_counts=data["y_train"].sum(axis=0))
+    counts = np.asarray(data["train_label_counts"])
+    frequent = np.argsort(-counts, kind="stable")[:50]
+    return {p: compute_metrics(data[f"y_{p}"], probs[p], threshold=threshold, frequent=frequent, train_counts=counts)
             for p in ("val", "test")}
 
 

@@ -124,7 +124,9 @@ def _round(grid, rnd: int, arrays, setup: ServerSetup, plan: RunPlan, rejections
             observer.on_update(rnd)
     row = _row(rnd, res, _evaluate_round(setup, grid, rnd, arrays, fed.timeout_s), setup)
     plain = setup.aggregator.readable(arrays)
-    if plain is not None:  # None: nobody in this process can read the global model (e.g. CKKS without evaluator)
+    # plain None: nobody in this process can read the global model (e.g. CKKS without evaluator); no server_eval:
+    # the server holds no notes (server/eval.npz), only the clients' evaluation scores the model
+    if plain is not None and fed.server_eval:
         row.update(global_eval(plan, plain, load_server_data(run_dir)))
     row.update(setup.aggregator.row_extras())
     return arrays, row
@@ -141,7 +143,8 @@ def run_rounds(grid: Grid, run_dir: Path, plan: RunPlan, setup: ServerSetup, con
     from fedicd.strategies import strategy_state
 
     fed = plan.federated
-    check_staged_features(run_dir, plan.train.head)  # a head that cannot read the staged features fails now
+    # a head that cannot read the server's staged notes fails now (without server_eval each client checks its own)
+    check_staged_features(run_dir, plan.train.head, server_eval=fed.server_eval)
     grid = StoppableGrid(grid, control) if control is not None else grid
     arrays, history, rejections, start = _start_state(run_dir, setup, plan)
     setup.aggregator.check_resume(arrays)

@@ -19,6 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedicd.federated.client_handlers import handle_evaluate, handle_train
 from fedicd.federated.local import ClientSetup, default_trainer
+from fedicd.federated.site_data import client_data_path
 from fedicd.federated.rounds import ServerSetup
 from fedicd.federated.runtime import RunControl
 from fedicd.federated.server import run_rounds
@@ -26,7 +27,7 @@ from fedicd.privacy import defences as privacy
 from fedicd.run_plan import RunPlan, read_plan
 from fedicd.secure import round_defences as secure
 
-__all__ = ["build_run_strategy", "server_setup", "make_server_app", "client_setup", "make_client_app"]
+__all__ = ["build_run_strategy", "server_setup", "make_server_app", "client_setup", "make_client_app", "run_labels"]
 
 
 def build_run_strategy(plan: RunPlan):
@@ -67,8 +68,18 @@ _SETUPS: dict[tuple, ClientSetup] = {}
 _LOCK = threading.Lock()
 
 
+def run_labels(run_dir: Path) -> tuple[str, ...] | None:
+    """The label codes of the run's ``labels.json`` (public: the label space), None when the folder has none
+    (a folder of :func:`fedicd.federated.data.stage_arrays` without one: the clients' codes are not compared)."""
+    from fedicd.data.labels import load_binarizer
+
+    path = run_dir / "labels.json"
+    return tuple(str(c) for c in load_binarizer(path).classes_) if path.exists() else None
+
+
 def client_setup(context: Context, run_dir: str | None = None) -> ClientSetup:
-    """This node's client of the run: trainer and codec chosen once per process and run plan."""
+    """This node's client of the run: trainer and codec chosen once per process and run plan; it reads its own
+    ``<run_dir>/clients/<pid>/data.npz`` and checks it against the run's label codes (``labels.json``)."""
     rd = Path(run_dir or str(context.run_config["run-dir"]))
     pid, secret = int(context.node_config["partition-id"]), context.node_config.get("ckks-secret-key")
     plan = read_plan(rd)
@@ -78,7 +89,8 @@ def client_setup(context: Context, run_dir: str | None = None) -> ClientSetup:
         if setup is None or setup.plan is not plan:
             trainer = privacy.local_trainer(plan, rd, pid) or default_trainer(plan, rd, pid)
             setup = ClientSetup(plan, rd, pid, trainer, secure.client_codec(plan, secret),
-                                privacy.reply_metrics(plan.privacy))
+                                privacy.reply_metrics(plan.privacy), data_path=client_data_path(rd, pid),
+                                labels=run_labels(rd))
             _SETUPS[key] = setup
     return setup
 

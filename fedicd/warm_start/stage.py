@@ -1,11 +1,12 @@
 """Stage a run's public warm start: the warm-started head, its record and its zero-shot scores.
 
 :func:`check_warm_start` runs before any note is embedded; :func:`stage_warm_start` runs after
-:func:`fedicd.federated.data.stage_data` (it needs the run's scaler, label space and server-held splits). It writes
-``initial_model.npz`` (the round-0 global model, :data:`fedicd.federated.model.INITIAL_MODEL`) and
-``warm_start.json`` (what was done: method, described and missing labels, public overlap, and the ``zero_shot``
-validation/test scores of the warm-started head before any private step), which ``results.json`` copies as its
-``warm_start`` block.
+:func:`fedicd.federated.data.stage_data` (it needs the run's scaler, label space and the server's evaluation
+notes ``server/eval.npz``). It writes ``initial_model.npz`` (the round-0 global model,
+:data:`fedicd.federated.model.INITIAL_MODEL`) and ``warm_start.json`` (what was done: method, described and
+missing labels, public overlap, and the ``zero_shot`` validation/test scores of the warm-started head before any
+private step; None when the run has no server evaluation, ``federated.server_eval = false``), which
+``results.json`` copies as its ``warm_start`` block.
 """
 
 from __future__ import annotations
@@ -73,10 +74,15 @@ def stage_warm_start(cfg: ExperimentConfig, run_dir: str | Path, *, input_dim: i
     if ws.public_config:
         record["public"] = pretrain_public(model, cfg, labels, scaler, run_texts, encoder=encoder)
     save_initial_arrays(run_dir, {k: v.detach().numpy().copy() for k, v in model.state_dict().items()})
-    record["zero_shot"] = zero_shot_scores(model, load_server_data(run_dir))
+    server = load_server_data(run_dir)  # the server's own evaluation notes; None without federated.server_eval
+    record["zero_shot"] = None if server is None else zero_shot_scores(model, server)
     (run_dir / WARM_START_FILE).write_text(json.dumps(record, indent=2))
-    log.info("warm_start %s: zero-shot test micro-F1 %.4f, macro-F1 %.4f", ws.method,
-             record["zero_shot"]["test"]["micro_f1"], record["zero_shot"]["test"]["macro_f1"])
+    if server is None:
+        log.info("warm_start %s: no zero-shot scores (federated.server_eval = false: the server holds no "
+                 "evaluation notes)", ws.method)
+    else:
+        log.info("warm_start %s: zero-shot test micro-F1 %.4f, macro-F1 %.4f", ws.method,
+                 record["zero_shot"]["test"]["micro_f1"], record["zero_shot"]["test"]["macro_f1"])
     return record
 
 

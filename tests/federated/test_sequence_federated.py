@@ -1,4 +1,4 @@
-"""The federated path on chunk sequences: staging (features.npz with chunks + offsets), the clients' and the
+"""The federated path on chunk sequences: staging (per-role files with chunks + offsets), the clients' and the
 server's rows, in-process rounds with a chunk-sequence head, and the refusals of heads that cannot read the
 staged features.
 
@@ -15,7 +15,8 @@ import pytest
 from fedicd.config import config_from_dict
 from fedicd.errors import ConfigError
 from fedicd.federated.data import stage_arrays
-from fedicd.federated.staged import FEATURES, check_staged_features, load_client_data, load_server_data
+from fedicd.federated.site_data import client_data_path, server_eval_path
+from fedicd.federated.staged import check_staged_features, load_client_data, load_server_data
 from fedicd.heads import HEADS, count_parameters
 from fedicd.partition import iid_partition
 from fedicd.sequences import ChunkSequences, ChunksMissingError
@@ -50,8 +51,11 @@ def _cfg(head: str, strategy: str = "fedavg"):
 def test_staged_chunk_sequences_come_back_per_client_and_for_the_server(tmp_path, toy_head) -> None:
     features, labels = _features()
     _stage(tmp_path, features, labels, head=toy_head)
-    with np.load(tmp_path / FEATURES) as z:
-        assert {"x_train_offsets", "x_val_offsets", "x_test_offsets"} <= set(z.files)
+    for pid in range(3):
+        with np.load(client_data_path(tmp_path, pid)) as z:
+            assert {"x_train_offsets", "x_val_offsets"} <= set(z.files) and "x_test" not in z.files
+    with np.load(server_eval_path(tmp_path)) as z:
+        assert {"x_val_offsets", "x_test_offsets"} <= set(z.files) and "x_train" not in z.files
     partition = iid_partition([()] * SIZES["train"], 3, seed=0)
     for pid, rows in enumerate(partition.clients):
         client = load_client_data(tmp_path, pid)
@@ -99,7 +103,7 @@ def test_a_sequence_head_on_pooled_features_is_refused_naming_them(tmp_path, toy
                                                   r"training features staged into .* holds one pooled vector"):
         _stage(tmp_path / "a", pooled, labels, head=toy_head)
     _stage(tmp_path / "b", pooled, labels)  # staged earlier for a pooled head
-    with pytest.raises(ChunksMissingError, match=r"the staged features .*features.npz holds one pooled vector.*"
+    with pytest.raises(ChunksMissingError, match=r"the staged features .*eval.npz holds one pooled vector.*"
                                                   r"stage the run folder .*b again with train.head = 'label_attention'"):
         check_staged_features(tmp_path / "b", toy_head)
     check_staged_features(tmp_path / "b", "mlp")
@@ -111,7 +115,7 @@ def test_a_pooled_head_on_chunk_sequences_and_mixed_features_are_refused(tmp_pat
                                           r"features staged into .* holds chunk sequences"):
         _stage(tmp_path / "a", features, labels, head="mlp")
     _stage(tmp_path / "b", features, labels)
-    with pytest.raises(ConfigError, match=r"staged features .*features.npz holds chunk sequences.*stage it again with this train.head"):
+    with pytest.raises(ConfigError, match=r"staged features .*eval.npz holds chunk sequences.*stage it again with this train.head"):
         check_staged_features(tmp_path / "b", "linear")
     check_staged_features(tmp_path / "b", toy_head)
     mixed = {**features, "test": features["test"].mean_pooled()}

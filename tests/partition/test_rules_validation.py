@@ -62,7 +62,7 @@ def test_infeasible_codes_are_refused_before_embedding(tmp_path, embedded):
                                           r"clients\): 1 of 3 label-space codes break it \(e.g. R50.9: .*\); set "
                                           r"partition.drop_infeasible = true to remove them from the label space"):
         stage_data(cfg, tmp_path / "run")
-    assert embedded == [] and not (tmp_path / "run" / "data").exists()
+    assert embedded == [] and not (tmp_path / "run" / "clients").exists() and not (tmp_path / "run" / "server").exists()
 
 
 def test_drop_infeasible_removes_codes_from_the_label_space_and_rebinarizes(tmp_path, embedded):
@@ -71,7 +71,8 @@ def test_drop_infeasible_removes_codes_from_the_label_space_and_rebinarizes(tmp_
     assert list(staged.data.binarizer.classes_) == ["A01", "B02"] and staged.n_labels == 2
     assert load_binarizer(run / "labels.json").classes_.tolist() == ["A01", "B02"]
     server = load_server_data(run)
-    assert server["y_train"].shape[1] == server["y_val"].shape[1] == server["y_test"].shape[1] == 2
+    assert server["train_label_counts"].shape == (2,) and server["y_val"].shape[1] == server["y_test"].shape[1] == 2
+    assert server["labels"] == ("A01", "B02") and load_client_data(run, 0).y_train.shape[1] == 2
     info = staged.data.label_info
     assert info["n_labels"] == 2 and info["codes_removed"] == ["R50.9"]
     assert info["partition_feasibility"]["dropped_codes"] == ["R50.9"]
