@@ -35,9 +35,20 @@ log = logging.getLogger(__name__)
 
 
 def backend_config(plan: RunPlan, *, quiet: bool) -> dict:
-    """Flower's Ray backend settings: the run's CPUs; when quiet, Ray's workers do not log to the driver."""
+    """Flower's Ray backend settings; its ``init_args`` are ``ray.init``'s keywords (Flower 1.42's RayBackend).
+
+    ``federated.ray_address`` = "" starts a local Ray of ``total_cpus`` CPUs (``address="local"``: a cluster
+    this machine happens to run, or ``RAY_ADDRESS``, is not joined). "auto" (the cluster this machine is a node
+    of; ``RAY_ADDRESS`` names it when set) and "ray://host:port" (a Ray client of a remote head) join an existing
+    cluster, whose nodes declared their CPUs at ``ray start``: Ray refuses ``num_cpus`` / ``num_gpus`` then, so
+    ``total_cpus`` is not sent and Flower sizes its actor pool from the cluster's CPUs, one actor per
+    ``client_cpus``. When quiet, Ray's workers do not log to the driver.
+    """
     fed = plan.federated
-    init = {"num_cpus": fed.total_cpus, "num_gpus": 0}
+    if fed.ray_address:
+        init: dict = {"address": fed.ray_address}
+    else:
+        init = {"address": "local", "num_cpus": fed.total_cpus, "num_gpus": 0}
     if quiet:
         init.update({"logging_level": "ERROR", "log_to_driver": False})
     return {"client_resources": {"num_cpus": fed.client_cpus, "num_gpus": 0.0}, "init_args": init}
