@@ -1,0 +1,166 @@
+"""A real Flower deployment on loopback: a SuperLink and 3 SuperNodes as processes, TLS and node authentication.
+
+One federation serves the whole module (starting one costs ~30 s on 2 cores, and every message spawns a
+``flwr-clientapp`` that imports torch): it trains fedicd's app for 3 rounds and must end with the simulation's
+global model; a CKKS run on the same nodes shows which files the server process opened; nodes with an
+unregistered key or another CA are refused; closing it leaves no process, port or file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedicd.config import load_config
+from fedicd.deploy.audit import AUDIT_ENV, read_open_audit
+from fedicd.deploy.certificates import make_certificates
+from fedicd.deploy.commands import InsecureStartError, superlink_command
+from fedicd.deploy.local import LocalFederation
+from fedicd.deploy.node_keys import check_port_free
+from fedicd.deploy.processes import flower_command, free_port
+
+pytestmark = [pytest.mark.deploy, pytest.mark.xdist_group("deploy")]
+
+APP_DIR = Path(__file__).resolve().parents[2]  # the repository: pyproject.toml's [tool.flwr.app]
+N_CLIENTS, ROUNDS = 3, 3
+
+
+def _stage(run: Path, overrides: list[str]):
+    """A tiny run staged for simulation: 3 clients of 20 rows, 16-d vectors, 5 labels."""
+    from fedicd.federated.data import stage_arrays
+    from fedicd.partition import iid_partition
+    from fedicd.run_plan import write_plan
+    from fedicd.runner.staging import build_plan
+
+    cfg = load_config(None, ['train.mode="federated"', f"partition.n_clients={N_CLIENTS}", 'federated.engine="inprocess"',
+                             "federated.fraction_evaluate=0.0", "federated.node_wait_s=120", *overrides])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((108, 16), dtype=np.float32)
+    y = (x[:, :5] > 0.3).astype(np.float32)
+    cut = {"train": (0, 60), "val": (60, 84), "test": (84, 108)}
+    partition = iid_partition([()] * 60, N_CLIENTS, seed=0)
+    stage_arrays(run, {p: x[a:b] for p, (a, b) in cut.items()}, {p: y[a:b] for p, (a, b) in cut.items()},
+                 partition, iid_partition([()] * 24, N_CLIENTS, seed=1))
+    plan = build_plan(cfg, input_dim=16, n_labels=5, client_sizes=partition.sizes)
+    write_plan(run, plan)
+    return plan
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> dict:
+    """The simulated run (its final model), its study folder, and a CKKS study over the same client files."""
+    from fedicd.deploy.study import prepare_study_from_run
+    from fedicd.federated.checkpoint import load_checkpoint
+    from fedicd.runner.simulation import simulate
+    from fedicd.secure.ckks_params import CkksParams
+    from fedicd.secure.ckks_round import write_key_dir
+
+    root = tmp_path_factory.mktemp("loopback")
+    plan = _stage(root / "run", [f"federated.rounds={ROUNDS}"])
+    simulate(root / "run", plan, verbose=False)
+    keys = root / "server-keys"  # the server's key folder holds the public context only
+    write_key_dir(keys, CkksParams(max_clients=N_CLIENTS))
+    (root / "node-secret").mkdir()
+    secret = shutil.move(keys / "secret.ctx", root / "node-secret" / "secret.ctx")
+    _stage(root / "ckks-run", ["federated.rounds=1", 'secure_aggregation.method="ckks"',
+                               f'secure_aggregation.key_dir="{keys}"', 'train.norm="layer"'])
+    return {"root": root, "run": root / "run", "final": load_checkpoint(root / "run")["arrays"],
+            "config": prepare_study_from_run(root / "run", root / "study"),
+            "ckks_config": prepare_study_from_run(root / "ckks-run", root / "ckks-study"),
+            "secret": Path(secret)}
+
+
+@pytest.fixture(scope="module")
+def federation(study):
+    from fedicd.federated.site_data import client_data_path
+
+    root = study["root"]
+    nodes = [{"partition-id": i, "data-path": str(client_data_path(study["run"], i)),
+              "state-dir": str(root / f"state-{i}"), "ckks-secret-key": str(study["secret"])} for i in range(N_CLIENTS)]
+    fed = LocalFederation(nodes, env={AUDIT_ENV: str(root / "audit"), "OMP_NUM_THREADS": "1"})
+    with fed:
+        yield fed
+
+
+def test_insecure_start_is_refused_by_fedicd_and_by_flower(tmp_path) -> None:
+    with pytest.raises(InsecureStartError, match="refusing to start a federation without TLS.*insecure=True"):
+        LocalFederation([{"partition-id": 0, "data-path": "x.npz"}], certificates=None)
+    with pytest.raises(InsecureStartError, match="refusing to start it insecure"):
+        superlink_command("flower-superlink", host="127.0.0.1", port=9999, database=tmp_path / "db",
+                          certificates=None)
+    assert "--insecure" in superlink_command("flower-superlink", host="127.0.0.1", port=9999, database="db",
+                                             certificates=None, insecure=True)
+    # Flower's own refusal: a SuperLink without certificates and without --insecure exits at once
+    argv = superlink_command(flower_command("flower-superlink"), host="127.0.0.1", port=free_port(),
+                             database=tmp_path / "db", certificates=None, insecure=True)
+    argv.remove("--insecure")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "Certificates are required unless running in insecure mode" in done.stdout + done.stderr
+
+
+def test_deployment_ends_with_the_simulations_model(federation, study) -> None:
+    result = federation.run(APP_DIR, study["config"], timeout_s=600)
+    assert result.returncode == 0, result.output[-3000:]
+    study_dir = study["config"].parent
+    from fedicd.federated.checkpoint import load_checkpoint
+
+    deployed = load_checkpoint(study_dir)
+    assert deployed is not None and deployed["round"] == ROUNDS, result.output[-3000:]
+    assert [r["client_failures"] for r in deployed["history"]] == [0] * ROUNDS
+    assert [r["clients_sampled"] for r in deployed["history"]] == [N_CLIENTS] * ROUNDS
+    assert deployed["arrays"].keys() == study["final"].keys()
+    for name, value in study["final"].items():
+        np.testing.assert_allclose(deployed["arrays"][name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert json.loads((study_dir / "results.json").read_text())["outcome"]["status"] == "ok"
+    opened = read_open_audit(study["root"] / "audit", "server")
+    run_dir = str(study["run"])
+    assert str(study_dir / "run_plan.json") in opened and str(study_dir / "server" / "eval.npz") in opened
+    assert not [p for p in opened if p.startswith(run_dir)]  # no client file, no partition manifest
+    clients = set(read_open_audit(study["root"] / "audit", "client"))
+    assert {str(study["run"] / "clients" / str(i) / "data.npz") for i in range(N_CLIENTS)} <= clients
+
+
+def test_ckks_server_opens_no_secret_key_and_no_client_data(federation, study) -> None:
+    audit = study["root"] / "audit"
+    before = {p.name for p in audit.glob("server-*.log")}
+    result = federation.run(APP_DIR, study["ckks_config"], timeout_s=600)
+    assert result.returncode == 0, result.output[-3000:]
+    logs = [p for p in audit.glob("server-*.log") if p.name not in before]
+    assert len(logs) == 1  # this run's ServerApp process
+    opened = logs[0].read_text().splitlines()
+    keys = Path(json.loads((study["ckks_config"].parent / "run_plan.json").read_text())["secure_aggregation"]["key_dir"])
+    assert str(keys / "public.ctx") in opened  # the hook saw the server read its key folder
+    assert not [p for p in opened if p.endswith("secret.ctx") or p.startswith(str(study["root"] / "node-secret"))]
+    assert not [p for p in opened if "/clients/" in p or p.startswith(str(study["run"]))]
+    assert str(study["secret"]) in set(read_open_audit(audit, "client"))  # the nodes did read it
+    history = json.loads((study["ckks_config"].parent / "results.json").read_text())["history"]
+    assert [r["client_failures"] for r in history] == [0]
+
+
+def test_an_unregistered_node_is_refused(federation) -> None:
+    attempt = federation.attempt_node("intruder")
+    assert attempt.returncode == 1
+    assert "[code: 2004] Failed to activate SuperNode" in attempt.log
+
+
+def test_a_node_trusting_another_ca_is_refused(federation, tmp_path) -> None:
+    other = make_certificates(tmp_path / "other-ca")  # a valid chain, from another CA
+    attempt = federation.attempt_node("wrong-ca", registered_as="node-0", root_certificates=other.ca_cert)
+    assert attempt.returncode == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in attempt.log
+
+
+def test_close_leaves_no_process_port_or_file(federation) -> None:
+    ports, workdir = [federation.port, *federation.node_ports], federation.workdir
+    assert all(federation.alive(n) for n in ["superlink", *federation.names])
+    federation.close()  # raises ShutdownError when a process or a port is left
+    assert federation.leftovers() == []
+    assert not workdir.exists()
+    for port in ports:
+        check_port_free("127.0.0.1", port)  # free again (a closed connection's TIME_WAIT allowed, as servers do)
