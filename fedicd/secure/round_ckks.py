@@ -22,7 +22,7 @@ from fedicd.federated.model import initial_arrays
 from fedicd.federated.outcome import KeyMismatchError
 from fedicd.federated.rounds import RoundAggregator, reply_metrics
 from fedicd.run_plan import RunPlan
-from fedicd.secure.ckks_round import CKKS_RECORD, STATE_KEY, CkksKeyHolder, CkksServer
+from fedicd.secure.ckks_round import CKKS_RECORD, PARAMS_FILE, STATE_KEY, CkksKeyHolder, CkksServer
 
 __all__ = ["CkksAggregator", "CkksCodec"]
 
@@ -134,17 +134,20 @@ def _key_holder(secret_path: str, key_dir: str, clip_values: bool) -> CkksKeyHol
 
 class CkksCodec(PlainCodec):
     """A client's CKKS side. The secret context is node config ``ckks-secret-key`` (a deployment) or, in
-    simulation, ``<key_dir>/secret.ctx``."""
+    simulation, ``<key_dir>/secret.ctx``. The public parameters (``params.json``) are read beside the node's
+    secret context when they are there (a site's own copy of the key folder), else from the plan's ``key_dir``."""
 
     def __init__(self, plan: RunPlan, node_secret: str | None = None) -> None:
         super().__init__(plan)
         self.secret_path = str(node_secret or Path(plan.secure.key_dir) / "secret.ctx")
+        beside = Path(self.secret_path).parent
+        self.key_dir = str(beside if (beside / PARAMS_FILE).exists() else plan.secure.key_dir)
         self.decrypt_seconds = 0.0
 
     @property
     def holder(self) -> CkksKeyHolder:
         """The secret context, opened on first use (a node without it fails the message that needs it)."""
-        return _key_holder(self.secret_path, self.plan.secure.key_dir, bool(self.plan.secure.clip_values))
+        return _key_holder(self.secret_path, self.key_dir, bool(self.plan.secure.clip_values))
 
     def global_arrays(self, msg: Message) -> ArrayRecord:
         """The decrypted global model (round 1: the public initial model in plain text)."""

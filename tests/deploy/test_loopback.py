@@ -67,6 +67,7 @@ def study(tmp_path_factory) -> dict:
     write_key_dir(keys, CkksParams(max_clients=N_CLIENTS))
     (root / "node-secret").mkdir()
     secret = shutil.move(keys / "secret.ctx", root / "node-secret" / "secret.ctx")
+    shutil.copyfile(keys / "params.json", root / "node-secret" / "params.json")  # the site's copy of the public parameters
     _stage(root / "ckks-run", ["federated.rounds=1", 'secure_aggregation.method="ckks"',
                                f'secure_aggregation.key_dir="{keys}"', 'train.norm="layer"'])
     return {"root": root, "run": root / "run", "final": load_checkpoint(root / "run")["arrays"],
@@ -138,7 +139,9 @@ def test_ckks_server_opens_no_secret_key_and_no_client_data(federation, study) -
     assert str(keys / "public.ctx") in opened  # the hook saw the server read its key folder
     assert not [p for p in opened if p.endswith("secret.ctx") or p.startswith(str(study["root"] / "node-secret"))]
     assert not [p for p in opened if "/clients/" in p or p.startswith(str(study["run"]))]
-    assert str(study["secret"]) in set(read_open_audit(audit, "client"))  # the nodes did read it
+    clients = set(read_open_audit(audit, "client"))
+    assert str(study["secret"]) in clients  # the nodes did read it, and their own copy of the public parameters
+    assert str(study["secret"].parent / "params.json") in clients and not [p for p in clients if p.startswith(str(keys))]
     history = json.loads((study["ckks_config"].parent / "results.json").read_text())["history"]
     assert [r["client_failures"] for r in history] == [0]
 
