@@ -1,26 +1,26 @@
 """An in-process Flower engine: a :class:`flwr.serverapp.Grid` that runs the ClientApps itself.
 
-Flower 1.42's ``run_simulation`` has one backend, Ray (~20 s of start-up per run). :class:`InProcessGrid`
-holds N virtual nodes and runs each message's ClientApp call synchronously in the calling process, in
-push order; :func:`run_inprocess` is ``run_simulation`` without Ray (same ``Run``, ``TaskIdentity`` and
-server ``Context``; the ServerApp runs in the calling thread, its exceptions propagate unchanged).
+Flower 1.42's ``run_simulation`` has one backend, Ray (~20 s of start-up per run). :class:`InProcessGrid` holds N
+virtual nodes and runs each message's ClientApp call synchronously in the calling process, in push order;
+:func:`run_inprocess` is ``run_simulation`` without Ray (same ``Run``, ``TaskIdentity`` and server ``Context``; the
+ServerApp runs in the calling thread, its exceptions propagate unchanged).
 
-Reproduced from the simulation engine (``flwr/server/superlink/fleet/vce/vce_api.py``, the Ray actor,
-the in-memory LinkState behind ``InMemoryGrid``): node id ↔ partition id with ``node_config``
-``{"partition-id": i, "num-partitions": N}`` and one persistent ``Context`` per node, stored only when
-the ClientApp returns (refused if it changed ``run_config``); fresh message ids, the LinkState's checks
-on messages and replies (refused ones are logged and dropped), a *copy* delivered (as across Ray), each
-reply pulled once ("message unavailable" error replies for unknown ids); a raising ClientApp's error
-reply with Ray's code and reason text (:func:`client_error_reason`); torch's thread count and the global
-RNGs (``random``, NumPy's, torch's CPU generator) saved and restored around each call, each node keeping
-its own RNG states as a worker process would. Not reproduced: parallelism (so ``timeout`` never cuts a
-round short), Ray worker crashes, TTL expiry, heartbeats; ``unresponsive`` simulates a silent node.
+Reproduced from the simulation engine (``flwr/server/superlink/fleet/vce/vce_api.py``, the Ray actor, the in-memory
+LinkState behind ``InMemoryGrid``): node id ↔ partition id with ``node_config`` ``{"partition-id": i,
+"num-partitions": N}`` and one persistent ``Context`` per node, stored only when the ClientApp returns (refused if
+it changed ``run_config``); fresh message ids, the LinkState's checks on messages and replies (refused ones are
+logged and dropped), a *copy* delivered (as across Ray), each reply pulled once ("message unavailable" error replies
+for unknown ids); a raising ClientApp's error reply with Ray's code and reason text (:func:`client_error_reason`);
+torch's thread count and the global RNGs (``random``, NumPy's, torch's CPU generator) saved and restored around each
+call, each node keeping its own RNG states as a worker process would. Not reproduced: parallelism (so ``timeout``
+never cuts a round short), Ray worker crashes, TTL expiry, heartbeats; ``unresponsive`` simulates a silent node.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
 import random
 import secrets
 import threading
@@ -40,8 +40,6 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.client_app import ClientAppException, LoadClientAppError
 from flwr.common.constant import (MESSAGE_TTL_TOLERANCE, NUM_PARTITIONS_KEY, PARTITION_ID_KEY, RUN_ID_NUM_BYTES,
                                   SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES, ErrorCode)
-from flwr.server.superlink.linkstate.utils import (create_message_error_unavailable_ins_message,
-                                                   generate_rand_int_from_bytes)
 from flwr.server.utils.validator import validate_message
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.constant import NOOP_FEDERATION_ID
@@ -238,7 +236,9 @@ class InProcessGrid(Grid):
                     self._order.remove(mid)
             for mid in sorted(wanted - set(self._ins)):
                 if not any(r.metadata.reply_to_message_id == mid for r in out):
-                    out.append(create_message_error_unavailable_ins_message(mid, self.run.run_id))
+                    from flwr.server.superlink.linkstate.utils import (  # loads SQLAlchemy: only when needed
+                        create_message_error_unavailable_ins_message as unavailable)
+                    out.append(unavailable(mid, self.run.run_id))
         return out
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
@@ -354,9 +354,9 @@ def _copy_message(msg: Message) -> Message:
 
 
 def _empty_run() -> Run:
-    """The run ``run_simulation`` makes when none is given."""
-    run = Run.create_empty(run_id=generate_rand_int_from_bytes(RUN_ID_NUM_BYTES))
-    run.primary_task_id = generate_rand_int_from_bytes(TASK_ID_NUM_BYTES)
+    """The run ``run_simulation`` makes when none is given (ids drawn as Flower's helper, which loads SQLAlchemy)."""
+    run = Run.create_empty(run_id=int.from_bytes(os.urandom(RUN_ID_NUM_BYTES), "little"))
+    run.primary_task_id = int.from_bytes(os.urandom(TASK_ID_NUM_BYTES), "little")
     run.federation_id = NOOP_FEDERATION_ID
     return run
 

@@ -34,6 +34,10 @@ FRAMEWORK_LOG = "framework.log"
 PROGRESS_LOGGER = "fedicd.progress"
 _FRAMEWORKS = ("flwr", "ray")
 
+POLL_S = 0.02
+"""Longest wait between two pulls of :class:`StoppableGrid` (Flower's in-memory grid waits 0.1 s: up to 0.1 s per
+message exchange, two per round, after the last reply has arrived; a pull of the in-memory state is cheap)."""
+
 log = logging.getLogger(__name__)
 
 
@@ -75,7 +79,7 @@ class StoppableGrid:
             pending.difference_update(m.metadata.reply_to_message_id for m in got)
             if not pending or time.time() >= end:
                 break
-            self._control.stop.wait(getattr(self._grid, "pull_interval", 0.1))
+            self._control.stop.wait(min(getattr(self._grid, "pull_interval", POLL_S), POLL_S))
         return replies
 
     def __getattr__(self, name: str):

@@ -17,6 +17,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedicd.federated.records import decode_array
+
 __all__ = ["UpdateValidator"]
 
 logger = logging.getLogger(__name__)
@@ -154,7 +156,7 @@ class UpdateValidator(Strategy):
             return reason
         for key, record in content.array_records.items():
             for name, array in record.items():
-                values = array.numpy()
+                values = decode_array(array, copy=False)  # a read-only view of the reply's bytes: no copy
                 if values.dtype.kind in "fc" and not np.isfinite(values).all():
                     return f"non-finite values (NaN/Inf) in {key}[{name!r}]"
         return None
