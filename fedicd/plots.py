@@ -17,6 +17,12 @@ __all__ = ["plot_learning_curves", "plot_rounds", "plot_partition_sizes", "plot_
            "plot_privacy_matrix"]
 
 
+def _series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """(rounds, values) of the rows that hold ``key`` (with federated.eval_every > 1 only some rounds are scored)."""
+    rows = [r for r in history if key in r]
+    return [r["round"] for r in rows], [r[key] for r in rows]
+
+
 def plot_learning_curves(history: list[dict], path: str | Path, *, title: str = "") -> Path:
     """Test micro/macro F1 and validation loss per round, saved as PNG."""
     import matplotlib
@@ -27,11 +33,11 @@ def plot_learning_curves(history: list[dict], path: str | Path, *, title: str = 
     rounds = [r["round"] for r in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
     for key, label in (("test_micro_f1", "test micro-F1"), ("test_macro_f1", "test macro-F1")):
-        ax1.plot(rounds, [r.get(key, float("nan")) for r in history], label=label)
+        ax1.plot(*_series(history, key), label=label, marker="." if len(rounds) < 30 else None)
     ax1.set_xlabel("round")
     ax1.legend(fontsize=8)
     for key, label in (("val_loss", "server val loss"), ("train_train_loss", "client train loss")):
-        ax2.plot(rounds, [r.get(key, float("nan")) for r in history], label=label)
+        ax2.plot(*_series(history, key), label=label)
     ax2.set_xlabel("round")
     ax2.legend(fontsize=8)
     fig.suptitle(title, fontsize=9)

@@ -119,6 +119,10 @@ class FedConfig:
     """Where the clients run: "ray" (Flower's simulation engine, one Ray worker per client, in parallel) or
     "inprocess" (one after another in the driver's process, through fedicd's in-process grid: no Ray
     start-up, the same numbers; for small runs and tests)."""
+    eval_every: int = 1
+    """Evaluate the global model (the server's evaluation notes and the clients' federated evaluation) every this
+    many rounds and after the last; 1 = every round (the paper's protocol). Rounds in between train only: their
+    history rows carry no evaluation scores."""
     ray_address: str = ""
     """Ray cluster to run the simulation on (engine = "ray"): "" starts a local Ray on this machine; "auto" joins
     the cluster this machine is a node of; "ray://host:10001" connects a Ray client to a remote head node."""
@@ -130,7 +134,7 @@ class FedConfig:
     def __post_init__(self) -> None:
         if not self.node_wait_s >= 0:
             raise ConfigError(f"federated.node_wait_s must be >= 0, got {self.node_wait_s}")
-        for name in ("rounds", "local_epochs", "total_cpus", "checkpoint_every"):
+        for name in ("rounds", "local_epochs", "total_cpus", "checkpoint_every", "eval_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"federated.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("fraction_train", "fraction_evaluate", "max_rejected_share"):

@@ -122,8 +122,10 @@ def _round(grid, rnd: int, arrays, setup: ServerSetup, plan: RunPlan, rejections
         arrays = res.arrays if isinstance(res.arrays, dict) else from_record(res.arrays)
         for observer in setup.observers:
             observer.on_update(rnd)
-    row = _row(rnd, res, _evaluate_round(setup, grid, rnd, arrays, fed.timeout_s), setup)
-    plain = setup.aggregator.readable(arrays)
+    evaluate = rnd % fed.eval_every == 0 or rnd == fed.rounds  # federated.eval_every: the rounds in between train only
+    row = _row(rnd, res, _evaluate_round(setup, grid, rnd, arrays, fed.timeout_s) if evaluate else (None, 0, 0),
+               setup)
+    plain = setup.aggregator.readable(arrays) if evaluate else None
     # plain None: nobody in this process can read the global model (e.g. CKKS without evaluator); no server_eval:
     # the server holds no notes (server/eval.npz), only the clients' evaluation scores the model
     if plain is not None and fed.server_eval:

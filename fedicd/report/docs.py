@@ -204,15 +204,16 @@ def render_docs(results_root: str | Path = "experiments/results", *, progress: b
         runs = _area_runs(root, area, progress)
         pages[area.page] = render_area(area, runs)
         trained += [r for r in runs if r.kind in ("central", "federated") and r.path.parent.name == area.folder]
-    from fedicd.report import coders, deployment, privacy_matrix, privacy_utility, scale
+    from fedicd.report import coders, deployment, privacy_matrix, privacy_utility, scale, speed
 
     pages[privacy_matrix.PAGE] = privacy_matrix.render_privacy_matrix(root)
     pages[privacy_utility.PAGE] = privacy_utility.render_privacy_utility(root)
     pages[coders.PAGE] = coders.render_coders(root)
     pages[scale.PAGE] = scale.render_scale(root)
     pages[deployment.PAGE] = deployment.render_deployment(root)
+    pages[speed.PAGE] = speed.render_speed(root)
     links = [f"- [{a.title}]({a.page})" for a in AREAS] + [
-        f"- [{m.TITLE}]({m.PAGE})" for m in (privacy_matrix, privacy_utility, coders, scale, deployment)]
+        f"- [{m.TITLE}]({m.PAGE})" for m in (privacy_matrix, privacy_utility, coders, scale, speed, deployment)]
     pages["index.md"] = "\n".join(
         ["# Results", "", GENERATED.format(area="*"), "", _SCALE, "", *links, "", "### Headline results", "",
          headline_table(trained).to_markdown(), ""])

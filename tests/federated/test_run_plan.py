@@ -40,12 +40,17 @@ def test_sample_dp_plans_every_client_and_the_results_keep_the_old_keys():
 
 def test_a_folder_staged_by_an_older_fedicd_is_refused_by_name(tmp_path):
     (tmp_path / "run_meta.json").write_text(json.dumps({"config": {}, "n_clients": 3}))
-    with pytest.raises(StalePlanError, match="staged by an older fedicd .*run plan version 1"):
+    with pytest.raises(StalePlanError, match="staged by an older fedicd .*run plan version 2"):
         read_plan(tmp_path)
     raw = _plan().to_dict()
     del raw["version"]
     (tmp_path / PLAN_FILE).write_text(json.dumps(raw))
-    with pytest.raises(StalePlanError, match="run plan version None; this fedicd reads version 1 only"):
+    with pytest.raises(StalePlanError, match="run plan version None; this fedicd reads version 2 only"):
+        read_plan(tmp_path)
+    raw["version"] = 1  # staged before per-site data files: its data/features.npz is not read any more
+    (tmp_path / PLAN_FILE).write_text(json.dumps(raw))
+    with pytest.raises(StalePlanError, match="run plan version 1; this fedicd reads version 2 only: stage the run "
+                                             "again"):
         read_plan(tmp_path)
 
 
