@@ -26,7 +26,7 @@ from fedicd.deploy.processes import flower_command, free_port
 
 pytestmark = [pytest.mark.deploy, pytest.mark.xdist_group("deploy")]
 
-APP_DIR = Path(__file__).resolve().parents[2]  # the repository: pyproject.toml's [tool.flwr.app]
+REPO = Path(__file__).resolve().parents[2]  # the repository: pyproject.toml's [tool.flwr.app]
 N_CLIENTS, ROUNDS = 3, 3
 
 
@@ -77,6 +77,21 @@ def study(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
+def app_dir(tmp_path_factory) -> Path:
+    """The app as `flwr run .` ships it from the repository (its FAB holds pyproject.toml and fedicd's code only:
+    [tool.flwr.app] fab-include), copied without the rest: Flower walks every file of the folder before filtering,
+    ~10 s per run with a virtual environment inside the checkout."""
+    from flwr.cli.build import build_fab_from_disk
+
+    app = tmp_path_factory.mktemp("app") / "fedicd-app"
+    app.mkdir()
+    shutil.copyfile(REPO / "pyproject.toml", app / "pyproject.toml")
+    shutil.copytree(REPO / "fedicd", app / "fedicd", ignore=shutil.ignore_patterns("__pycache__"))
+    assert len(build_fab_from_disk(app)) > 100_000  # Flower builds it (fedicd's code inside)
+    return app
+
+
+@pytest.fixture(scope="module")
 def federation(study):
     from fedicd.federated.site_data import client_data_path
 
@@ -105,8 +120,8 @@ def test_insecure_start_is_refused_by_fedicd_and_by_flower(tmp_path) -> None:
     assert "Certificates are required unless running in insecure mode" in done.stdout + done.stderr
 
 
-def test_deployment_ends_with_the_simulations_model(federation, study) -> None:
-    result = federation.run(APP_DIR, study["config"], timeout_s=600)
+def test_deployment_ends_with_the_simulations_model(federation, study, app_dir) -> None:
+    result = federation.run(app_dir, study["config"], timeout_s=600)
     assert result.returncode == 0, result.output[-3000:]
     study_dir = study["config"].parent
     from fedicd.federated.checkpoint import load_checkpoint
@@ -127,10 +142,10 @@ def test_deployment_ends_with_the_simulations_model(federation, study) -> None:
     assert {str(study["run"] / "clients" / str(i) / "data.npz") for i in range(N_CLIENTS)} <= clients
 
 
-def test_ckks_server_opens_no_secret_key_and_no_client_data(federation, study) -> None:
+def test_ckks_server_opens_no_secret_key_and_no_client_data(federation, study, app_dir) -> None:
     audit = study["root"] / "audit"
     before = {p.name for p in audit.glob("server-*.log")}
-    result = federation.run(APP_DIR, study["ckks_config"], timeout_s=600)
+    result = federation.run(app_dir, study["ckks_config"], timeout_s=600)
     assert result.returncode == 0, result.output[-3000:]
     logs = [p for p in audit.glob("server-*.log") if p.name not in before]
     assert len(logs) == 1  # this run's ServerApp process
