@@ -9,7 +9,7 @@ One federated run (``fedicd.runner.simulation.run_federated``) of ``experiments/
 (24,000 synthetic notes, MiniLM embeddings read from the embedding cache) partitioned IID over ``--clients`` clients,
 ``--fraction`` of them sampled for training each round by Flower's fixed-size sampler (``federated.min_train`` set to
 the same count, since 0 would derive n_clients / 2), 2 % of them for the clients' own evaluation, and the server's
-global evaluation every round. The head is issue 16's 1,000-client recipe without DP (linear head, local AdamW 1e-2),
+global evaluation every round. The head is the privacy–utility suite's 1,000-client recipe without DP (linear head, local AdamW 1e-2),
 so the micro-F1 can be read against ``docs/results/privacy-utility.md``'s fixed_cohort ε = ∞ row. The local
 learning rate follows a cosine schedule over ``federated.rounds``: a 5-round run is not the first 5 rounds of a
 50-round one.
