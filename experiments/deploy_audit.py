@@ -39,23 +39,11 @@ APP_DIR = Path(__file__).resolve().parents[1]
 N = 3
 
 
-_BASE = ['train.mode="federated"', f"partition.n_clients={N}", 'federated.engine="inprocess"',
-         "federated.fraction_evaluate=0.0", "federated.node_wait_s=180"]
-
-
 def _stage(run: Path, overrides: list[str]):
-    """deploy_faults.py's arrays and partition, with this run's plan (rounds, CKKS) written over its plan."""
+    """deploy_faults.py's tiny study with this run's keys (rounds, CKKS)."""
     import deploy_faults
 
-    from fedicd.config import load_config
-    from fedicd.run_plan import write_plan
-    from fedicd.runner.staging import build_plan
-
-    staged = deploy_faults.stage(run)
-    plan = build_plan(load_config(None, [*_BASE, *overrides]), input_dim=16, n_labels=5,
-                      client_sizes=list(staged.client_sizes))
-    write_plan(run, plan)
-    return plan
+    return deploy_faults.stage(run, tuple(overrides))
 
 
 def _kind(path: str, root: Path) -> str:

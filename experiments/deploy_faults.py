@@ -47,10 +47,11 @@ APP_DIR = Path(__file__).resolve().parents[1]
 ROUNDS, N = 4, 3
 
 
-def stage(run: Path):
+def stage(run: Path, overrides: tuple[str, ...] = ()):
+    """The tiny study (also experiments/deploy_audit.py's), ``overrides`` on top (rounds, CKKS …)."""
     cfg = load_config(None, ['train.mode="federated"', f"partition.n_clients={N}", 'federated.engine="inprocess"',
                              f"federated.rounds={ROUNDS}", "federated.fraction_evaluate=0.0",
-                             "federated.node_wait_s=180"])
+                             "federated.node_wait_s=180", *overrides])
     rng = np.random.default_rng(0)
     x = rng.standard_normal((108, 16), dtype=np.float32)
     y = (x[:, :5] > 0.3).astype(np.float32)

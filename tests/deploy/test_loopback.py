@@ -16,39 +16,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedicd.config import load_config
 from fedicd.deploy.audit import AUDIT_ENV, read_open_audit
 from fedicd.deploy.certificates import make_certificates
 from fedicd.deploy.commands import InsecureStartError, superlink_command
 from fedicd.deploy.local import LocalFederation
 from fedicd.deploy.node_keys import check_port_free
 from fedicd.deploy.processes import flower_command, free_port
+from tests.tiny_run import N_CLIENTS, stage_tiny_run
 
 pytestmark = [pytest.mark.deploy, pytest.mark.xdist_group("deploy")]
 
 REPO = Path(__file__).resolve().parents[2]  # the repository: pyproject.toml's [tool.flwr.app]
-N_CLIENTS, ROUNDS = 3, 3
+ROUNDS = 3
 
 
 def _stage(run: Path, overrides: list[str]):
-    """A tiny run staged for simulation: 3 clients of 20 rows, 16-d vectors, 5 labels."""
-    from fedicd.federated.data import stage_arrays
-    from fedicd.partition import iid_partition
-    from fedicd.run_plan import write_plan
-    from fedicd.runner.staging import build_plan
-
-    cfg = load_config(None, ['train.mode="federated"', f"partition.n_clients={N_CLIENTS}", 'federated.engine="inprocess"',
-                             "federated.fraction_evaluate=0.0", "federated.node_wait_s=120", *overrides])
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((108, 16), dtype=np.float32)
-    y = (x[:, :5] > 0.3).astype(np.float32)
-    cut = {"train": (0, 60), "val": (60, 84), "test": (84, 108)}
-    partition = iid_partition([()] * 60, N_CLIENTS, seed=0)
-    stage_arrays(run, {p: x[a:b] for p, (a, b) in cut.items()}, {p: y[a:b] for p, (a, b) in cut.items()},
-                 partition, iid_partition([()] * 24, N_CLIENTS, seed=1))
-    plan = build_plan(cfg, input_dim=16, n_labels=5, client_sizes=partition.sizes)
-    write_plan(run, plan)
-    return plan
+    """The tiny 3-client run, no client evaluation (each deployed message is a process: keep rounds short)."""
+    return stage_tiny_run(run, ["federated.fraction_evaluate=0.0", "federated.node_wait_s=120", *overrides])
 
 
 @pytest.fixture(scope="module")

@@ -13,30 +13,14 @@ import pytest
 import torch
 from flwr.app import Array
 
-from fedicd.config import load_config
+from tests.tiny_run import N_CLIENTS, stage_tiny_run
 
-N_CLIENTS, ROUNDS = 3, 2
+ROUNDS = 2
 
 
 def _stage(run, overrides: list[str]):
-    from fedicd.federated.data import stage_arrays
-    from fedicd.partition import iid_partition
-    from fedicd.run_plan import write_plan
-    from fedicd.runner.staging import build_plan
-
-    cfg = load_config(None, ['train.mode="federated"', f"partition.n_clients={N_CLIENTS}", 'federated.engine="inprocess"',
-                             f"federated.rounds={ROUNDS}", "federated.fraction_evaluate=1.0", "train.hidden=[8]",
-                             *overrides])
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((108, 16), dtype=np.float32)
-    y = (x[:, :5] > 0.3).astype(np.float32)
-    cut = {"train": (0, 60), "val": (60, 84), "test": (84, 108)}
-    partition = iid_partition([()] * 60, N_CLIENTS, seed=0)
-    stage_arrays(run, {p: x[a:b] for p, (a, b) in cut.items()}, {p: y[a:b] for p, (a, b) in cut.items()},
-                 partition, iid_partition([()] * 24, N_CLIENTS, seed=1))
-    plan = build_plan(cfg, input_dim=16, n_labels=5, client_sizes=partition.sizes)
-    write_plan(run, plan)
-    return plan
+    return stage_tiny_run(run, [f"federated.rounds={ROUNDS}", "federated.fraction_evaluate=1.0", "train.hidden=[8]",
+                                *overrides])
 
 
 def _run(run, overrides: list[str]) -> dict:
