@@ -52,7 +52,11 @@ def reason_label(reason: str) -> str:
     """A short, client-independent name for a rejection reason (what the failure summary counts)."""
     rules = (("another key", "ciphertext made under another key"),
              ("SHA-256", "ciphertext corrupted (digest mismatch)"),
-             ("SEAL cannot load", "ciphertext SEAL cannot load"),
+             ("not below its data prime", "ciphertext residues out of range (corrupted or forged)"),
+             ("ReplayError", "replayed update (seed already added)"),
+             ("replay", "replayed update (already received)"),
+             ("QuorumError", "too few partial decryptions (round without update)"),
+             ("ContextMismatchError", "ciphertext from another crypto context"),
              ("no encrypted update", "reply without an encrypted update"),
              ("SecAggDropoutError", "SecAgg+ round halted (too few clients left)"),
              ("non-finite", "update holds NaN/Inf"), ("NaN", "update holds NaN/Inf"),

@@ -9,6 +9,8 @@ __all__ = [
     "CountError",
     "LayoutError",
     "NonFiniteError",
+    "ReplayError",
+    "SealLayoutError",
     "SecretKeyError",
     "SecureAggregationError",
 ]
@@ -19,7 +21,18 @@ class SecureAggregationError(ValueError):
 
 
 class CiphertextError(SecureAggregationError):
-    """A ciphertext is malformed, corrupted, or was made under another key or other parameters."""
+    """A ciphertext is malformed, corrupted, or was made under another key or other parameters.
+
+    ``update``: the index of the offending update in the list that was checked or added, when known.
+    """
+
+    def __init__(self, message: str, *, update: int | None = None):
+        super().__init__(message)
+        self.update = update
+
+
+class ReplayError(SecureAggregationError):
+    """An update's seed was already added (a replayed or duplicated update)."""
 
 
 class LayoutError(SecureAggregationError):
@@ -44,3 +57,7 @@ class CapacityError(SecureAggregationError):
 
 class SecretKeyError(SecureAggregationError):
     """A secret-key operation (encrypt, decrypt) was given a context without the secret key."""
+
+
+class SealLayoutError(RuntimeError):
+    """This TenSEAL build lays out SEAL's coefficient arrays otherwise than fedicd reads them in memory."""

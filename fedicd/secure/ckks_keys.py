@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import weakref
 from pathlib import Path
 
 import tenseal as ts
@@ -79,9 +80,16 @@ def key_id(context: ts.Context | bytes) -> str:
     Updates made under ``context``'s key carry it (:attr:`~fedicd.secure.ckks_update.EncryptedUpdate.key_id`).
     """
     context = as_context(context)
+    if context in _KEY_IDS:
+        return _KEY_IDS[context]
     if not context.has_public_key():
         raise ConfigError("the context has no public key to fingerprint; make contexts with make_keys()")
+    # SEAL's bindings save a public key only to a file: once per context (cached), in a private temp dir
     with tempfile.TemporaryDirectory(prefix="fedicd-ckks-") as tmp:
         path = os.path.join(tmp, "public_key.bin")
         context.public_key().data.save(path)
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:32]
+        _KEY_IDS[context] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:32]
+    return _KEY_IDS[context]
+
+
+_KEY_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # context → key id

@@ -16,7 +16,7 @@ import numpy as np
 from fedicd.errors import ConfigError
 from fedicd.secure.ckks_errors import CapacityError, CountError
 
-__all__ = ["CkksParams", "MAX_COEFF_BITS_128", "precision_bound"]
+__all__ = ["CkksParams", "MAX_COEFF_BITS_128", "fixed_point_error", "precision_bound"]
 
 # Largest total coeff-modulus bits for 128-bit classical security with a ternary secret
 # (HE standard, homomorphicencryption.org 2018; SEAL's CoeffModulus::MaxBitCount(N, tc128)).
@@ -219,10 +219,17 @@ def precision_bound(params: CkksParams, n_clients: int, max_count: int, total_co
     Raises :class:`CapacityError`/:class:`CountError` when ``n_clients``/``max_count`` exceed
     what ``params`` were validated for (the bound does not hold there).
     """
-    if not 1 <= n_clients <= params.max_clients:
-        raise CapacityError(f"n_clients={n_clients} outside 1..max_clients={params.max_clients}")
     if not 1 <= max_count <= params.max_count:
         raise CountError(f"max_count={max_count} outside 1..CkksParams.max_count={params.max_count}")
+    return fixed_point_error(params, n_clients, total_count)
+
+
+def fixed_point_error(params, n_clients: int, total_count: int | None = None) -> float:
+    """The error left once the integer sums are exact (both CKKS paths): the fixed-point rounding,
+    K·2^-f/2 over T = Σ n_k ≥ K (without ``total_count`` the worst case T = K), plus float64's
+    2^-52 (clip_range + 2^-f). ``params`` needs ``max_clients``, ``step`` and ``clip_range``."""
+    if not 1 <= n_clients <= params.max_clients:
+        raise CapacityError(f"n_clients={n_clients} outside 1..max_clients={params.max_clients}")
     total = n_clients if total_count is None else total_count
     if total < n_clients:
         raise CountError(f"total_count={total} < n_clients={n_clients}: every client has ≥ 1 example")

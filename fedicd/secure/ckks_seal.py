@@ -1,93 +1,134 @@
-"""SEAL underneath a TenSEAL context: seeded encryption, decryption and ciphertext ↔ bytes.
+"""SEAL underneath a TenSEAL context, in memory: encode + encrypt into c0 under a seeded a, decrypt + decode.
 
-TenSEAL's tensors never serialise the seed of a symmetric ciphertext, so the CKKS update code
-drives SEAL through ``tenseal.sealapi`` on the SEAL objects of the TenSEAL context itself (see
-:mod:`fedicd.secure.ckks`). SEAL's Python bindings only load and save files: each session keeps
-those round trips in a private temporary directory, in memory (``/dev/shm``) where Linux offers it.
+TenSEAL's tensors never serialise the seed of a symmetric ciphertext, and SEAL's Python bindings
+(``tenseal.sealapi``) only save and load through files, so this module reads and writes the
+coefficients of SEAL's ciphertexts and plaintexts in place, as NumPy arrays over SEAL's own memory
+(:func:`coefficients`), on the SEAL objects of the TenSEAL context itself.
+
+Encryption (key holders only): SEAL encrypts a row with the secret key into (c0, a') = (m + e − a'·s,
+a'); replacing c1 by a' − a, for the a expanded from the update's seed
+(:func:`~fedicd.secure.ckks_poly.expand_seed`), and "decrypting" gives c0 + (a' − a)·s = m + e − a·s:
+the c0 of the seeded ciphertext (m + e − a·s, a), with SEAL's own error e. Decryption of a sum: the
+ciphertext (Σ c0_k, Σ a_k) is decrypted and decoded by SEAL. Nothing is written to disk.
+
+Memory access: ``dyn_array()`` hands out SEAL's coefficient array by reference; its address is read
+from the pybind11 wrapper and SEAL's ``DynArray`` (pool handle, capacity, size, data pointer).
+Every read checks the size and capacity fields and the first and last coefficients against SEAL's
+own accessors, so another TenSEAL build with another layout raises :class:`SealLayoutError` instead
+of touching the wrong memory. A view is used only while its SEAL object is alive and not resized.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
+import ctypes
+import threading
 
 import numpy as np
 import tenseal as ts
 import tenseal.sealapi as sa
 
 from fedicd.errors import ConfigError
-from fedicd.secure.ckks_errors import CiphertextError
+from fedicd.secure.ckks_errors import SealLayoutError, SecretKeyError
 from fedicd.secure.ckks_params import CkksParams
+from fedicd.secure.ckks_poly import expand_seed
 
-__all__ = ["Seal", "check_context", "open_seal"]
+__all__ = ["Seal", "check_context", "coefficients", "data_moduli"]
 
-# SEAL's Python bindings only load/save files: keep those round trips in memory where Linux offers it
-_MEMORY_TMP = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+_PYBIND_VALUE_OFFSET = 16  # pybind11 instance: PyObject header (refcount, type), then the C++ object's address
+_DYNARRAY_CAPACITY, _DYNARRAY_SIZE, _DYNARRAY_DATA = 16, 24, 32  # seal::DynArray: pool handle (16 B), capacity, size, data
+
+
+def _word(address: int) -> int:
+    return ctypes.c_uint64.from_address(address).value
+
+
+def coefficients(obj: sa.Ciphertext | sa.Plaintext) -> np.ndarray:
+    """SEAL's coefficient array of ``obj`` as a writable uint64 NumPy view (valid while ``obj`` lives unresized)."""
+    dyn = obj.dyn_array()
+    size, capacity = dyn.size(), dyn.capacity()
+    if size == 0:
+        raise SealLayoutError("the SEAL object holds no coefficients")
+    array = _word(id(dyn) + _PYBIND_VALUE_OFFSET)
+    if (_word(array + _DYNARRAY_SIZE), _word(array + _DYNARRAY_CAPACITY)) != (size, capacity):
+        raise SealLayoutError("SEAL's DynArray is laid out differently in this TenSEAL build (size/capacity fields); "
+                              "fedicd reads it for tenseal 0.3.x (SEAL 4.x): install such a tenseal")
+    view = np.ctypeslib.as_array((ctypes.c_uint64 * size).from_address(_word(array + _DYNARRAY_DATA)))
+    if (int(view[0]), int(view[-1])) != (dyn[0], dyn[size - 1]):
+        raise SealLayoutError("SEAL's coefficient pointer reads other values than SEAL's accessors in this TenSEAL "
+                              "build; fedicd reads it for tenseal 0.3.x (SEAL 4.x): install such a tenseal")
+    return view
+
+
+def data_moduli(context: ts.Context) -> tuple[int, ...]:
+    """The data primes q_i (the coefficient moduli of a fresh ciphertext)."""
+    return tuple(int(m.value()) for m in context.seal_context().data.first_context_data().parms().coeff_modulus())
 
 
 class Seal:
-    """SEAL objects for one TenSEAL context, and ciphertext ↔ bytes through a private temp dir.
+    """SEAL objects for one TenSEAL context: the encoder and, with the secret key, encryptor and decryptor."""
 
-    ``tenseal.sealapi`` is given the TenSEAL context's own SEALContext and secret key (pybind11
-    passes them between TenSEAL's two extension modules); its objects only save/load files.
-    """
-
-    def __init__(self, context: ts.Context, params: CkksParams, tmpdir: str):
+    def __init__(self, context: ts.Context, params: CkksParams):
+        check_context(context, params)
         self.params = params
+        self.n = params.poly_modulus_degree
         self.context = context.seal_context().data
         self.parms_id = self.context.first_parms_id()
+        self.moduli = data_moduli(context)
+        self._q = np.repeat(np.asarray(self.moduli, dtype=np.uint64), self.n)
         self.encoder = sa.CKKSEncoder(self.context)
-        self.evaluator = sa.Evaluator(self.context)
-        secret = context.secret_key().data if context.is_private() else None
-        self._encryptor = sa.Encryptor(self.context, secret) if secret is not None else None
-        self._decryptor = sa.Decryptor(self.context, secret) if secret is not None else None
-        self._path = os.path.join(tmpdir, "ciphertext.bin")
+        if not context.is_private():
+            raise SecretKeyError("SEAL encryption and decryption here need the secret context")
+        secret = context.secret_key().data
+        self._encryptor = sa.Encryptor(self.context, secret)
+        self._decryptor = sa.Decryptor(self.context, secret)
+        self._template = self._encrypt_plain(np.zeros(self.n))  # a ciphertext whose coefficients decryption overwrites
+        self._lock = threading.Lock()  # one caller at a time (SEAL holds the GIL anyway): the template is shared
 
-    def encrypt(self, reals: np.ndarray) -> bytes:
-        """Encrypt N reals (pairs → complex slots) with the secret key; seeded serialisation."""
+    def _encode(self, reals: np.ndarray) -> sa.Plaintext:
         plain = sa.Plaintext()
         self.encoder.encode((reals[0::2] + 1j * reals[1::2]).tolist(), self.parms_id, self.params.scale, plain)
-        self._encryptor.encrypt_symmetric(plain).save(self._path)
-        return Path(self._path).read_bytes()
+        return plain
 
-    def load(self, data: bytes, where: str) -> sa.Ciphertext:
-        """Deserialise and check one ciphertext; failures raise :class:`CiphertextError` naming ``where``."""
-        Path(self._path).write_bytes(data)
+    def _encrypt_plain(self, reals: np.ndarray) -> sa.Ciphertext:
         ct = sa.Ciphertext()
-        try:
-            ct.load(self.context, self._path)
-        except Exception as exc:  # SEAL: RuntimeError/ValueError ("ciphertext data is invalid", "I/O error")
-            raise CiphertextError(f"{where}: SEAL cannot load it ({exc}); corrupted, or made under other "
-                                  "parameters") from exc
-        if ct.size() != 2 or not ct.is_ntt_form() or ct.parms_id() != self.parms_id:
-            raise CiphertextError(f"{where}: not a fresh 2-component ciphertext at the data level of this context")
-        if ct.scale != self.params.scale:
-            raise CiphertextError(f"{where}: scale {ct.scale:g} ≠ Δ = {self.params.scale:g}")
+        self._encryptor.encrypt_symmetric(self._encode(reals), ct)
         return ct
 
-    def save(self, ct: sa.Ciphertext) -> bytes:
-        ct.save(self._path)
-        return Path(self._path).read_bytes()
+    def encrypt_rows(self, reals: np.ndarray, seed: bytes, first: int) -> np.ndarray:
+        """c0 of the seeded ciphertexts of rows of N reals (ciphertexts first, first+1, ... of the update)."""
+        width = len(self.moduli) * self.n
+        a = expand_seed(seed, first, reals.shape[0], self.moduli, self.n)
+        out = np.empty((reals.shape[0], width), dtype=np.uint64)
+        with self._lock:
+            self._rekey_rows(reals, a, out)
+        return out
 
-    def decrypt(self, ct: sa.Ciphertext) -> np.ndarray:
-        """Decrypt and decode one ciphertext into its N reals (unrounded)."""
+    def _rekey_rows(self, reals: np.ndarray, a: np.ndarray, out: np.ndarray) -> None:
+        width = out.shape[1]
         plain = sa.Plaintext()
-        self._decryptor.decrypt(ct, plain)
-        slots = np.asarray(self.encoder.decode_complex(plain), dtype=np.complex128)
-        reals = np.empty(2 * slots.size)
-        reals[0::2], reals[1::2] = slots.real, slots.imag
+        for r, row in enumerate(reals):
+            ct = self._encrypt_plain(row)
+            c1 = coefficients(ct)[width:]
+            np.add(c1, self._q - a[r], out=c1)  # a' + (q − a) < 2q, then mod q: a' − a
+            np.remainder(c1, self._q, out=c1)
+            self._decryptor.decrypt(ct, plain)  # c0 + (a' − a)·s = m + e − a·s
+            out[r] = coefficients(plain)
+            del c1
+
+    def decrypt_rows(self, c0: np.ndarray, a_sum: np.ndarray) -> np.ndarray:
+        """Decrypt (c0, Σ a) row by row and decode: rows × N reals (unrounded)."""
+        width = len(self.moduli) * self.n
+        reals = np.empty((c0.shape[0], self.n))
+        plain = sa.Plaintext()
+        with self._lock:
+            for r in range(c0.shape[0]):
+                view = coefficients(self._template)
+                view[:width], view[width:] = c0[r], a_sum[r]
+                del view
+                self._decryptor.decrypt(self._template, plain)
+                slots = np.asarray(self.encoder.decode_complex(plain), dtype=np.complex128)
+                reals[r, 0::2], reals[r, 1::2] = slots.real, slots.imag
         return reals
-
-
-@contextlib.contextmanager
-def open_seal(context: ts.Context, params: CkksParams) -> Iterator[Seal]:
-    """A :class:`Seal` for ``context`` (checked against ``params``) with its own temporary directory."""
-    check_context(context, params)
-    with tempfile.TemporaryDirectory(prefix="fedicd-ckks-", dir=_MEMORY_TMP) as tmp:
-        yield Seal(context, params, tmp)
 
 
 def check_context(context: ts.Context, params: CkksParams) -> None:

@@ -37,9 +37,11 @@ class CkksAggregator(RoundAggregator):
         super().__init__(plan.federated.timeout_s)
         init = initial_arrays(plan.train, plan.input_dim, plan.n_labels)
         key_dir = Path(plan.secure.key_dir)
-        self.server = CkksServer(key_dir, tuple((k, tuple(int(s) for s in v.shape)) for k, v in init.items()))
+        workers = _workers(plan)
+        self.server = CkksServer(key_dir, tuple((k, tuple(int(s) for s in v.shape)) for k, v in init.items()),
+                                 workers=workers)
         secret_path = secret_path or plan.secure.evaluator_key or None
-        self.holder = CkksKeyHolder(secret_path, key_dir) if secret_path else None
+        self.holder = CkksKeyHolder(secret_path, key_dir, workers=workers) if secret_path else None
         self.dtypes = {k: v.dtype for k, v in init.items()}
         self.last_seconds = 0.0
 
@@ -75,13 +77,23 @@ class CkksAggregator(RoundAggregator):
         return new, metrics, refused
 
 
+def _workers(plan: RunPlan) -> int:
+    """``secure_aggregation.workers`` (0 = every core this process may use)."""
+    return int(getattr(plan.secure, "workers", 0))
+
+
 def check_resumed_key(server: CkksServer | None, arrays: dict[str, np.ndarray]) -> None:
-    """Refuse an encrypted global model made under another key than ``server``'s (None: not a CKKS run)."""
+    """Refuse an encrypted global model made under another key than ``server``'s, or in an older wire format
+    (:class:`KeyMismatchError`; ``server`` None: not a CKKS run)."""
+    from fedicd.secure.ckks_errors import CiphertextError
     from fedicd.secure.ckks_update import EncryptedUpdate
 
     if server is None or STATE_KEY not in arrays:
         return
-    key = EncryptedUpdate.from_bytes(arrays[STATE_KEY].tobytes()).key_id
+    try:
+        key = EncryptedUpdate.from_bytes(arrays[STATE_KEY].tobytes()).key_id
+    except CiphertextError as exc:
+        raise KeyMismatchError(f"the checkpoint's encrypted global model cannot be read: {exc}") from exc
     if key != server.key:
         raise KeyMismatchError(f"the checkpoint's encrypted global model was made under key {key}, but the key "
                                f"folder now holds key {server.key}: the keys were regenerated, and this run cannot "
@@ -128,8 +140,8 @@ def ckks_aggregate(server: CkksServer, rnd: int, replies: list[Message]) -> tupl
 
 
 @functools.lru_cache(maxsize=4)
-def _key_holder(secret_path: str, key_dir: str, clip_values: bool) -> CkksKeyHolder:
-    return CkksKeyHolder(secret_path, key_dir, clip_values=clip_values)
+def _key_holder(secret_path: str, key_dir: str, clip_values: bool, workers: int) -> CkksKeyHolder:
+    return CkksKeyHolder(secret_path, key_dir, clip_values=clip_values, workers=workers)
 
 
 class CkksCodec(PlainCodec):
@@ -147,7 +159,7 @@ class CkksCodec(PlainCodec):
     @property
     def holder(self) -> CkksKeyHolder:
         """The secret context, opened on first use (a node without it fails the message that needs it)."""
-        return _key_holder(self.secret_path, self.key_dir, bool(self.plan.secure.clip_values))
+        return _key_holder(self.secret_path, self.key_dir, bool(self.plan.secure.clip_values), _workers(self.plan))
 
     def global_arrays(self, msg: Message) -> ArrayRecord:
         """The decrypted global model (round 1: the public initial model in plain text)."""

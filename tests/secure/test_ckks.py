@@ -55,8 +55,8 @@ def round_trip(updates, counts, params=PARAMS):
 
 
 def with_ciphertexts(update: EncryptedUpdate, cts: tuple[bytes, ...]) -> EncryptedUpdate:
-    """The update with other ciphertext bytes and matching digests (as a forger would send)."""
-    return dataclasses.replace(update, ciphertexts=cts, digests=tuple(hashlib.sha256(c).digest() for c in cts))
+    """The update with other ciphertext bytes (c0) and matching digests (as a forger would send)."""
+    return dataclasses.replace(update, body=b"".join(cts), digests=tuple(hashlib.sha256(c).digest() for c in cts))
 
 
 # -- correctness ---------------------------------------------------------------------------------
@@ -114,7 +114,7 @@ def test_byte_ratio_at_most_4_on_100k_parameters():
     wire = encrypted.to_bytes()
     assert encrypted.nbytes < len(wire) < 1.01 * encrypted.nbytes
     assert len(wire) / fp32_bytes <= 4.0
-    assert len(wire) / fp32_bytes < 3.6  # seeded symmetric ciphertexts: ~3.45x
+    assert len(wire) / fp32_bytes < 3.05  # c0 at 6 bytes per coefficient + a seed: ~3.0x
     assert EncryptedUpdate.from_bytes(wire) == encrypted
 
 
@@ -123,9 +123,9 @@ def test_clipping_is_counted_when_asked():
     update = {"w": np.array([20.0, -30.0, 1.0], np.float32)}
     with pytest.raises(ClipError, match="'w' has 2 values outside"):
         encrypt_update(secret, update, 1, PARAMS)
-    encrypted = encrypt_update(secret, update, 2, PARAMS, clip=True)
-    assert encrypted.n_clipped == 2
-    aggregate = aggregate_encrypted(public, [encrypted, encrypted])
+    encrypted = [encrypt_update(secret, update, 2, PARAMS, clip=True) for _ in range(2)]
+    assert encrypted[0].n_clipped == 2
+    aggregate = aggregate_encrypted(public, encrypted)
     assert aggregate.n_clipped == 4 and aggregate.n_clients == 2
     avg, total = decrypt_average(secret, aggregate, PARAMS)
     np.testing.assert_array_equal(avg["w"], [16.0, -16.0, 1.0])
@@ -188,9 +188,12 @@ def test_ciphertext_under_other_parameters_is_rejected():
     mine, theirs = encrypt_update(secret_a, update, 1, PARAMS), encrypt_update(secret_o, update, 1, other)
     with pytest.raises(LayoutError, match="update 1 was encrypted with other CkksParams"):
         aggregate_encrypted(public_a, [mine, theirs])
-    forged = with_ciphertexts(mine, theirs.ciphertexts)
-    with pytest.raises(CiphertextError, match="update 1, ciphertext 0: SEAL cannot load it"):
+    forged = with_ciphertexts(mine, theirs.ciphertexts)  # N = 8192 at 7 bytes per residue: not this context's c0
+    with pytest.raises(CiphertextError, match="update 1 has 1 ciphertexts \\(57344 bytes\\); its layout needs 1"):
         aggregate_encrypted(public_a, [mine, forged])
+    relabelled = dataclasses.replace(theirs, params=PARAMS, layout=mine.layout, key_id=mine.key_id)
+    with pytest.raises(CiphertextError, match="update 1 was made under other data primes"):
+        aggregate_encrypted(public_a, [mine, relabelled])
     with pytest.raises(ConfigError, match="the context has N=4096"):
         encrypt_update(secret_a, update, 1, other)
 
@@ -201,12 +204,14 @@ def test_corrupted_bytes_are_rejected(position):
     good = encrypt_update(secret, {"w": np.linspace(-1, 1, 100, dtype=np.float32)}, 3, PARAMS)
     data = bytearray(good.ciphertexts[0])
     data[position] ^= 0x5A
-    bad = dataclasses.replace(good, ciphertexts=(bytes(data),))
+    bad = dataclasses.replace(good, body=bytes(data), seeds=(b"\1" * 32,))  # another seed: no replay
     with pytest.raises(CiphertextError, match="update 1, ciphertext 0: bytes do not match"):
         aggregate_encrypted(public, [good, bad])
-    # with a matching digest, SEAL's load catches most corruptions and decryption the rest (e.g. position 5000)
-    with pytest.raises(CiphertextError, match="update 1, ciphertext 0: SEAL cannot load|from integers"):
-        decrypt_average(secret, aggregate_encrypted(public, [good, with_ciphertexts(good, (bytes(data),))]), PARAMS)
+    # with a matching digest (and a fresh seed, else it is a replay), a residue at or above the prime is caught
+    # by the server and any other change by decryption
+    forged = dataclasses.replace(with_ciphertexts(good, (bytes(data),)), seeds=(bytes(32),))
+    with pytest.raises(CiphertextError, match="update 1, ciphertext 0: a residue is not below|from integers"):
+        decrypt_average(secret, aggregate_encrypted(public, [good, forged]), PARAMS)
 
 
 def test_truncated_or_padded_wire_bytes_are_rejected():
@@ -224,7 +229,7 @@ def test_different_layout_is_rejected():
     for other in (b, c):
         with pytest.raises(LayoutError, match="update 1 has another layout"):
             aggregate_encrypted(public, [a, other])
-    missing = dataclasses.replace(a, ciphertexts=(), digests=())
+    missing = dataclasses.replace(a, body=b"", digests=())
     with pytest.raises(CiphertextError, match="update 1 has 0 ciphertexts"):
         aggregate_encrypted(public, [a, missing])
     with pytest.raises(LayoutError, match="no updates"):
@@ -261,10 +266,10 @@ def test_integer_arrays_and_empty_updates_are_rejected():
 def test_too_many_clients():
     small = dataclasses.replace(PARAMS, max_clients=2)
     secret, public = keys()
-    update = encrypt_update(secret, {"w": np.ones(2, np.float32)}, 1, small)
-    aggregate_encrypted(public, [update, update])
+    updates = [encrypt_update(secret, {"w": np.ones(2, np.float32)}, 1, small) for _ in range(3)]
+    aggregate_encrypted(public, updates[:2])
     with pytest.raises(CapacityError, match="3 client updates"):
-        aggregate_encrypted(public, [update, update, update])
+        aggregate_encrypted(public, updates)
     with pytest.raises(CapacityError):
         precision_bound(small, 3, 1)
 

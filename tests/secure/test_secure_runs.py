@@ -89,7 +89,7 @@ def test_ckks_server_rejects_bad_updates_by_client_and_adds_the_rest(keys, tmp_p
     write_key_dir(other)
     foreign = CkksKeyHolder(other / "secret.ctx", other).encrypt({"w": np.ones(4, np.float32)}, 1)[0]
     wrong_shape = holder.encrypt({"w": np.ones(5, np.float32)}, 1)[0]
-    raw = good["bytes"].numpy().copy()
+    raw = holder.encrypt({"w": np.arange(4, dtype=np.float32)}, 3)[0]["bytes"].numpy().copy()  # own seed: no replay
     raw[-10] ^= 0xFF
     import dataclasses
     import hashlib
@@ -99,17 +99,16 @@ def test_ckks_server_rejects_bad_updates_by_client_and_adds_the_rest(keys, tmp_p
     from fedicd.secure.ckks_round import record_update
 
     corrupted = ArrayRecord(array_dict={"bytes": Array(raw)})
-    # bytes SEAL cannot load, with a digest recomputed to match them (a buggy client, not a broken wire)
+    # residues at or above the data prime, with a digest recomputed to match them (a buggy client, not a broken wire)
     up = record_update(holder.encrypt({"w": np.ones(4, np.float32)}, 1)[0])
-    zeros = bytes(len(up.ciphertexts[0]))
-    unloadable = update_record(dataclasses.replace(up, ciphertexts=(zeros,),
-                                                   digests=(hashlib.sha256(zeros).digest(),)))
+    high = b"\xff" * len(up.body)
+    unloadable = update_record(dataclasses.replace(up, body=high, digests=(hashlib.sha256(high).digest(),)))
     agg, rejected = server.aggregate([(0, good), (1, foreign), (2, wrong_shape), (3, corrupted),
                                       (4, ArrayRecord(array_dict={"x": Array(np.zeros(2))})), (5, unloadable)])
     reasons = {r["partition-id"]: r["reason"] for r in rejected}
     assert set(reasons) == {1, 2, 3, 4, 5}
     assert "another key" in reasons[1] and "LayoutError" in reasons[2] and "SHA-256" in reasons[3]
-    assert "no 'bytes'" in reasons[4] and "SEAL cannot load" in reasons[5]
+    assert "no 'bytes'" in reasons[4] and "not below its data prime" in reasons[5]
     avg, total = decrypt_average(holder.context, agg, holder.params)
     assert total == 3 and np.abs(avg["w"] - np.arange(4)).max() < 1e-6
     assert server.aggregate([(1, foreign)]) == (None, [{"partition-id": 1, "reason": rejected[0]["reason"]}])
