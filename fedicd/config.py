@@ -12,15 +12,11 @@ sections ``[data]``, ``[embedding]``, ``[train]`` (alias ``[training]``),
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+import tomllib
 
 from fedicd.config_types import check_section_values
 from fedicd.data.config import DataConfig

@@ -166,18 +166,23 @@ def audit_mod(msg: Message, context: Context, call_next) -> Message:
 
 def _client_app() -> ClientApp:
     from fedicd.privacy.client_dp_rounds import clip_update_when_asked
+    from fedicd.secure.round_threshold import bind_threshold_party, handle_threshold
     from fedicd.secure.secagg_client import secaggplus_client_mod
 
     app = ClientApp(mods=[audit_mod])
 
     # SecAgg+ first: it masks what the rest of the chain (clipping, training) produces; other runs pass through
-    @app.train(mods=[secaggplus_client_mod, clip_update_when_asked])
+    @app.train(mods=[secaggplus_client_mod, clip_update_when_asked, bind_threshold_party(deployed_client_setup)])
     def train(msg: Message, context: Context) -> Message:
         return handle_train(msg, deployed_client_setup(context))
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         return handle_evaluate(msg, deployed_client_setup(context))
+
+    @app.query("threshold")  # threshold CKKS's key generation and decryption stages
+    def threshold(msg: Message, context: Context) -> Message:
+        return handle_threshold(msg, deployed_client_setup(context))
 
     return app
 

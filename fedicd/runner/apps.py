@@ -98,17 +98,25 @@ def client_setup(context: Context, run_dir: str | None = None) -> ClientSetup:
 def make_client_app(run_dir: str | None = None) -> ClientApp:
     """A ClientApp reading its data from ``run_dir`` (or the run config's ``run-dir``)."""
     from fedicd.privacy.client_dp_rounds import clip_update_when_asked
+    from fedicd.secure.round_threshold import bind_threshold_party, handle_threshold
     from fedicd.secure.secagg_client import secaggplus_client_mod
 
     app = ClientApp()
 
+    def setup_of(context: Context) -> ClientSetup:
+        return client_setup(context, run_dir)
+
     # SecAgg+ first: it masks what the rest of the chain (clipping, training) produces; other runs pass through
-    @app.train(mods=[secaggplus_client_mod, clip_update_when_asked])
+    @app.train(mods=[secaggplus_client_mod, clip_update_when_asked, bind_threshold_party(setup_of)])
     def train(msg: Message, context: Context) -> Message:
         return handle_train(msg, client_setup(context, run_dir))
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         return handle_evaluate(msg, client_setup(context, run_dir))
+
+    @app.query("threshold")  # threshold CKKS's key generation and decryption stages
+    def threshold(msg: Message, context: Context) -> Message:
+        return handle_threshold(msg, client_setup(context, run_dir))
 
     return app

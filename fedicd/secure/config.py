@@ -11,15 +11,23 @@
   the experiment driver decrypts the final model after the run (see :mod:`fedicd.secure.ckks_round`).
   ``clip_values``: a model value outside ±``clip_range`` (of the keys' parameters) is clipped and
   counted instead of failing that client's update.
+  ``workers``: worker processes for the clients' encryption and decryption, threads for the server's
+  addition (0 = every core this process may use).
+* ``"ckks-threshold"``: multiparty (threshold) CKKS on OpenFHE (:mod:`fedicd.secure.threshold`): the
+  clients generate the joint key among themselves through the federation's messages, so no party
+  ever holds the whole secret key; the server adds ciphertexts under the joint public key, and the
+  new global model is decrypted only from the clients' partial decryptions (noise flooding on) and
+  sent to everyone. ``threshold``: partial decryptions needed (0 = every key holder); too few end
+  the round with a named error and the model unchanged. Needs the optional ``openfhe`` package.
 * ``"secagg+"``: Flower's SecAgg+ (pairwise masks, Shamir shares; :mod:`fedicd.secure.secagg`):
   ``num_shares``, ``reconstruction_threshold`` (ints, or fractions of the sampled clients),
   ``max_weight`` (0: the largest client's example count, best for precision), ``clipping_range``,
   ``quantization_range``, ``modulus_range``, ``timeout_s`` (per protocol stage).
 
-Strategies: under CKKS only those whose server step is the weighted mean (FedAvg, FedProx), since
+Strategies: under (shared-key) CKKS only those whose server step is the weighted mean (FedAvg, FedProx), since
 the server never holds the aggregate in plain text; under SecAgg+ also the server optimizers
-(FedAvgM, FedAdam, FedYogi, FedAdagrad), which step from the unmasked average; SCAFFOLD is refused
-under both (its per-client control variates would need their own secure sum). Client-level DP
+(FedAvgM, FedAdam, FedYogi, FedAdagrad), which step from the unmasked average, and likewise under
+threshold CKKS, which decrypts the average for everyone; SCAFFOLD is refused under all three (its per-client control variates would need their own secure sum). Client-level DP
 (clipping and noise applied by the server to the plain updates) is refused; sample-level DP-SGD
 composes (noise is added on the client, before encryption or masking).
 """
@@ -42,7 +50,8 @@ SECURE_METHODS = ("none", *_HIDING_METHODS)
 @dataclass(frozen=True)
 class SecureAggConfig:
     method: str = "none"
-    """How updates are hidden from the server: "none", "ckks" (homomorphic encryption) or "secagg+" (Flower's
+    """How updates are hidden from the server: "none", "ckks" (homomorphic encryption, one key shared by the
+    clients), "ckks-threshold" (multiparty CKKS on OpenFHE: a joint key no party holds) or "secagg+" (Flower's
     SecAgg+ masking)."""
     # ckks
     key_dir: str = ""
@@ -53,6 +62,14 @@ class SecureAggConfig:
     clip_values: bool = False
     """CKKS: clip (and count) a model value outside the keys' clip range instead of refusing that client's
     update."""
+    workers: int = 0
+    """CKKS (both kinds): worker processes with which a client encrypts and decrypts, and threads with which the
+    shared-key server adds; 0 = every core this process may use. The threshold-CKKS server adds in its own process
+    (sending ciphertexts to workers cost more than the additions)."""
+    # ckks-threshold
+    threshold: int = 0
+    """Threshold CKKS: partial decryptions needed to decrypt an aggregate (t of n); 0 = every key holder (n of
+    n)."""
     # secagg+: Flower's SecAggPlusWorkflow parameters (validated by fedicd.secure.secagg.SecAggPlusConfig)
     num_shares: int | float = 1.0
     """SecAgg+: Shamir shares per client's secret, an int or a fraction of the sampled clients."""
@@ -69,7 +86,7 @@ class SecureAggConfig:
     modulus_range: int = 2**32
     """SecAgg+: modulus of the masked integer arithmetic."""
     timeout_s: float = 600.0
-    """SecAgg+: seconds allowed per protocol stage."""
+    """SecAgg+ and threshold CKKS: seconds allowed per protocol stage."""
 
     def __post_init__(self) -> None:
         if self.method not in SECURE_METHODS:
@@ -77,6 +94,15 @@ class SecureAggConfig:
         if self.method == "ckks" and not self.key_dir:
             raise ConfigError("secure_aggregation.method = 'ckks' needs secure_aggregation.key_dir (run "
                               "`fedicd keys --out DIR` first)")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise ConfigError(f"secure_aggregation.workers must be an integer >= 0 (0 = every core), got "
+                              f"{self.workers!r}")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int) or self.threshold < 0:
+            raise ConfigError(f"secure_aggregation.threshold must be an integer >= 0 (0 = every key holder), got "
+                              f"{self.threshold!r}")
+        if self.threshold and self.method != "ckks-threshold":
+            raise ConfigError(f"secure_aggregation.threshold = {self.threshold} applies to method = "
+                              f"'ckks-threshold' only (method is {self.method!r})")
         for name in ("key_dir", "evaluator_key"):  # resumed runs and Ray workers may start elsewhere
             if getattr(self, name):
                 object.__setattr__(self, name, str(Path(getattr(self, name)).expanduser().resolve()))
@@ -148,6 +174,21 @@ def check_secure_staging(secure: SecureAggConfig, *, client_sizes: list[int], sa
             raise ConfigError(f"the head has integer buffers {ints} (BatchNorm's counters), which CKKS would average "
                               "as values and then refuse once they pass clip_range; use train.norm = 'layer' or "
                               "'group' under secure_aggregation.method = 'ckks'")
+    elif secure.method == "ckks-threshold":
+        from fedicd.secure.threshold.backend import load_openfhe, require_shamir
+        from fedicd.secure.threshold.messages import threshold_params
+        from fedicd.secure.threshold.server import check_threshold
+
+        check_threshold(secure.threshold, len(client_sizes))
+        ints = sorted(k for k, v in arrays.items() if v.dtype.kind not in "f")
+        if ints:
+            raise ConfigError(f"the head has integer buffers {ints} (BatchNorm's counters), which threshold CKKS "
+                              "would average as values; use train.norm = 'layer' or 'group' under "
+                              "secure_aggregation.method = 'ckks-threshold'")
+        fhe = load_openfhe()
+        if 1 < secure.threshold < len(client_sizes):
+            require_shamir(fhe)
+        threshold_params(len(client_sizes), max(client_sizes))
     elif secure.method == "secagg+":
         sa = secure.secagg(largest_client=max(client_sizes))
         try:

@@ -30,6 +30,10 @@ def round_aggregator(plan: RunPlan, secret_path: str | None = None, run_dir: str
         from fedicd.secure.round_ckks import CkksAggregator
 
         return CkksAggregator(plan, secret_path)
+    if secure.method == "ckks-threshold":
+        from fedicd.secure.round_threshold import ThresholdAggregator
+
+        return ThresholdAggregator(plan, run_dir)
     if secure.method == "secagg+":
         from fedicd.secure.round_secagg import SecAggAggregator
 
@@ -50,6 +54,10 @@ def client_codec(plan: RunPlan, node_secret: str | None = None) -> PlainCodec:
         from fedicd.secure.round_ckks import CkksCodec
 
         return CkksCodec(plan, node_secret)
+    if plan.secure.method == "ckks-threshold":
+        from fedicd.secure.round_threshold import ThresholdCodec
+
+        return ThresholdCodec(plan)
     return PlainCodec(plan)
 
 
@@ -85,4 +93,7 @@ def secure_results(secure: SecureAggConfig) -> dict:
              "no server-side scores during the run (the ServerApp holds only the public context)")
             + "; client evaluation decrypts on the clients; the final model was decrypted after the run by the "
               "experiment driver with the clients' key")
+    elif secure.method == "ckks-threshold":
+        out["evaluation"] = ("every round on the plain global model: the clients' partial decryptions of the "
+                             "encrypted sum give the new average to everyone, no party holds the whole key")
     return out

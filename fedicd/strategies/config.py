@@ -41,11 +41,12 @@ __all__ = ["STRATEGIES", "SAMPLING_KEYS", "SECURE_METHODS", "StrategySpec", "reg
            "check_compatible", "hyper_parameters", "check_hyper_parameters",
            "strategy_args", "resolve"]
 
-SECURE_METHODS = ("ckks", "secagg+")
+SECURE_METHODS = ("ckks", "ckks-threshold", "secagg+")
 SAMPLING_KEYS = ("fraction_train", "fraction_evaluate", "min_available_nodes", "min_train_nodes",
                  "min_evaluate_nodes")
 # why a strategy outside a method's list is refused (the method decides what the server can see)
 _SECURE_WHY = {"ckks": "the server never holds the plain aggregate its step needs",
+               "ckks-threshold": "its per-client control variates would need their own secure sum",
                "secagg+": "its per-client control variates would need their own secure sum"}
 _PARAM_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "proximal_mu": check_non_negative, "server_lr": check_positive, "server_momentum": check_unit_interval_open,
@@ -76,7 +77,7 @@ class StrategySpec:
     checks : mapping
         ``param -> check(name, value)`` for hyper-parameters without a built-in check.
     secure_aggregation : tuple[str, ...]
-        Secure-aggregation methods it runs under (``"ckks"``, ``"secagg+"``).
+        Secure-aggregation methods it runs under (``"ckks"``, ``"ckks-threshold"``, ``"secagg+"``).
     client_dp : bool
         Runs under client-level DP (its server step is the equally weighted mean).
     sample_dp : bool
@@ -156,7 +157,7 @@ def strategy_spec(name: str) -> StrategySpec:
 
 
 def secure_strategies(method: str) -> tuple[str, ...]:
-    """Strategies that run under secure aggregation ``method`` (``"ckks"`` or ``"secagg+"``)."""
+    """Strategies that run under secure aggregation ``method`` (``"ckks"``, ``"ckks-threshold"`` or ``"secagg+"``)."""
     return tuple(n for n, s in _REGISTRY.items() if method in s.secure_aggregation)
 
 
@@ -209,8 +210,8 @@ def strategy_args(fed: Any, n_clients: int) -> dict[str, Any]:
 
 _M = "fedicd.strategies."
 _FEDOPT = ("eta", "eta_l", "beta_1", "beta_2", "tau")
-_MEAN = ("ckks", "secagg+")  # the server step is the weighted mean: CKKS can compute it encrypted
-_PLAIN_AVERAGE = ("secagg+",)  # the server steps from the (unmasked) average
+_MEAN = ("ckks", "ckks-threshold", "secagg+")  # the server step is the weighted mean: CKKS can compute it encrypted
+_PLAIN_AVERAGE = ("ckks-threshold", "secagg+")  # the server steps from the (unmasked or jointly decrypted) average
 
 _BUILT_IN = (
     StrategySpec("fedavg", _M + "fedavg:build_fedavg", secure_aggregation=_MEAN, client_dp=True),
