@@ -260,6 +260,7 @@ class ThresholdCodec(PlainCodec):
             state = Path(setup.run_dir) / "clients" / str(setup.pid) / "threshold"
             self.party = ThresholdParty(_params(self.plan), setup.pid, state_dir=state,
                                         workers=int(self.plan.secure.workers))
+        self.party.refresh()  # another worker process of this client may have changed its key share
         return self.party
 
     def global_arrays(self, msg: Message) -> ArrayRecord:

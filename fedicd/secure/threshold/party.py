@@ -48,7 +48,15 @@ class ThresholdParty:
         self.seal_keys: SealKeys | None = None
         self.held_shares: dict[int, bytes] = {}  # owner party id -> serialized share of the owner's key for me
         self.decrypted_rounds: set[int] = set()
+        self._state_seen: tuple | None = None  # which version of the state folder this object holds
         if self.state_dir is not None and (self.state_dir / "party.json").exists():
+            self._load()
+
+    def refresh(self) -> None:
+        """Re-read the state folder when another process of this client changed it since: under Ray one worker
+        process may answer the key generation and another the next message, so the folder, not a process's
+        memory, is the client's state."""
+        if self.state_dir is not None and _version(self.state_dir) not in (None, self._state_seen):
             self._load()
 
     # -- key generation ---------------------------------------------------------------------
@@ -240,6 +248,7 @@ class ThresholdParty:
                 "decrypted_rounds": sorted(self.decrypted_rounds),
                 "held_shares": {str(k): v.hex() for k, v in self.held_shares.items()}}
         _write_private(self.state_dir / "party.json", json.dumps(meta).encode())
+        self._state_seen = _version(self.state_dir)
 
     def _load(self) -> None:
         fhe = load_openfhe()
@@ -255,6 +264,16 @@ class ThresholdParty:
         self.seal_keys = SealKeys(seal_private) if seal_private else None
         self.decrypted_rounds = set(meta["decrypted_rounds"])
         self.held_shares = {int(k): bytes.fromhex(v) for k, v in meta["held_shares"].items()}
+        self._state_seen = _version(self.state_dir)
+
+
+def _version(state_dir: Path) -> tuple | None:
+    """Which write of the state folder is on disk (``party.json`` is replaced last on every save)."""
+    try:
+        st = (state_dir / "party.json").stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fedicd.errors import ConfigError
-from fedicd.secure.ckks_errors import SecureAggregationError
+from fedicd.secure.ckks_errors import CiphertextError, SecureAggregationError
 from fedicd.secure.threshold import backend
 from fedicd.secure.threshold.errors import (ContextMismatchError, KeyGenerationError, OpenFHEUnavailableError,
                                             ThresholdConfigError)
@@ -41,6 +41,24 @@ def test_key_share_survives_a_restart_in_the_state_folder(tmp_path):
     assert again.has_key and again.key_fp == server.key_fp
     with pytest.raises(ContextMismatchError, match="made under other threshold parameters"):
         ThresholdParty(small_params(frac_bits=12), 1, state_dir=tmp_path / "b")
+
+
+def test_a_second_process_of_the_same_client_sees_the_key_share_the_first_wrote(tmp_path):
+    # under Ray one worker process may answer the key generation and another the next message of that client
+    from fedicd.secure.threshold.party import ThresholdParty
+
+    params = small_params()
+    stale = ThresholdParty(params, 1, state_dir=tmp_path / "b")  # made before the key existed
+    assert not stale.has_key
+    parties, server = joint_key(params, 2, state_dirs=[tmp_path / "a", tmp_path / "b"])
+    stale.refresh()
+    assert stale.has_key and stale.key_fp == server.key_fp
+    update = parties[0].encrypt(random_update(server.layout, np.random.default_rng(0)), 2, round=1)[0]
+    aggregate, _ = server.add([(0, update)], round=1)
+    parties[1].partial_decrypt(aggregate, round=1)
+    stale.refresh()  # the other process's decryption of round 1 is part of the state too
+    with pytest.raises(CiphertextError, match="party 1 already decrypted an aggregate of round 1"):
+        stale.partial_decrypt(aggregate, round=1)
 
 
 def test_a_ciphertext_from_another_crypto_context_is_named():
