@@ -48,6 +48,10 @@ run secure ckks run fedicd/resources/demo.toml "${SMALL[@]}" "${FED[@]}" --set n
     --set "secure_aggregation.evaluator_key=\"$RUNS/keys/secret.ctx\""
 run secure secagg_plus run fedicd/resources/demo.toml "${SMALL[@]}" "${FED[@]}" --set name='"secagg_plus"' \
     --set 'secure_aggregation.method="secagg+"'
+if python -c 'import openfhe' 2>/dev/null; then  # threshold CKKS needs the optional openfhe (see the README)
+  run secure ckks_threshold run fedicd/resources/demo.toml "${SMALL[@]}" "${FED[@]}" --set name='"ckks_threshold"' \
+      --set 'secure_aggregation.method="ckks-threshold"'
+fi
 run attacks attribute_female attack attribute fedicd/resources/demo.toml "${SMALL[@]}" \
     --set name='"attribute_female"' --attribute female --n-labelled 200 --defences none noise:0.2 quantize:1
 run attacks bow_inversion attack invert fedicd/resources/demo.toml "${SMALL[@]}" --set name='"bow_inversion"' \

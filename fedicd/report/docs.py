@@ -107,9 +107,12 @@ AREAS: tuple[Area, ...] = (
          _attacks),
     Area("secure", "secure-aggregation.md", "Secure aggregation",
          "The same federated run with the clients' updates hidden from the server: CKKS homomorphic encryption "
-         "(`secure_aggregation.method = \"ckks\"`, keys from `fedicd keys`) or Flower's SecAgg+ masking "
-         "(`\"secagg+\"`). Traffic is what the server sent and received per round, summed over clients; the "
-         "first row is the same run without secure aggregation.", _secure, reference=("federated/fedavg",)),
+         "with one key shared by the clients (`secure_aggregation.method = \"ckks\"`, keys from `fedicd keys`), "
+         "threshold CKKS with a joint key no party holds (`\"ckks-threshold\"`, OpenFHE) or Flower's SecAgg+ "
+         "masking (`\"secagg+\"`). Traffic is what the server sent and received per round, summed over clients "
+         "(threshold CKKS: its first round includes the key generation); the first row is the same run without "
+         "secure aggregation. What each costs at the paper's scale: [secure-aggregation-cost.md]"
+         "(secure-aggregation-cost.md).", _secure, reference=("federated/fedavg",)),
 )
 
 
@@ -204,7 +207,7 @@ def render_docs(results_root: str | Path = "experiments/results", *, progress: b
         runs = _area_runs(root, area, progress)
         pages[area.page] = render_area(area, runs)
         trained += [r for r in runs if r.kind in ("central", "federated") and r.path.parent.name == area.folder]
-    from fedicd.report import coders, deployment, privacy_matrix, privacy_utility, scale, speed
+    from fedicd.report import coders, deployment, privacy_matrix, privacy_utility, scale, secure_cost, speed
 
     pages[privacy_matrix.PAGE] = privacy_matrix.render_privacy_matrix(root)
     pages[privacy_utility.PAGE] = privacy_utility.render_privacy_utility(root)
@@ -212,8 +215,10 @@ def render_docs(results_root: str | Path = "experiments/results", *, progress: b
     pages[scale.PAGE] = scale.render_scale(root)
     pages[deployment.PAGE] = deployment.render_deployment(root)
     pages[speed.PAGE] = speed.render_speed(root)
+    pages[secure_cost.PAGE] = secure_cost.render_secure_cost(root)
     links = [f"- [{a.title}]({a.page})" for a in AREAS] + [
-        f"- [{m.TITLE}]({m.PAGE})" for m in (privacy_matrix, privacy_utility, coders, scale, speed, deployment)]
+        f"- [{m.TITLE}]({m.PAGE})"
+        for m in (privacy_matrix, privacy_utility, coders, scale, speed, deployment, secure_cost)]
     pages["index.md"] = "\n".join(
         ["# Results", "", GENERATED.format(area="*"), "", _SCALE, "", *links, "", "### Headline results", "",
          headline_table(trained).to_markdown(), ""])
