@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fedicd.report.secure_parts import SecureCostRecordError, fast_path_section, threshold_section
 from fedicd.report.tables import DASH, Table, fmt
 
 __all__ = ["render_secure_cost", "cost_table", "pieces_table", "SecureCostRecordError", "PAGE", "FOLDER", "RECORD",
@@ -53,10 +54,6 @@ HOW = (
     "clients is scaled linearly to the paper's count (a SecAgg+ client's masking also grows with the number of "
     "clients, and is not scaled: compare runs at the paper's count). "
     "*With transfer* adds the bytes' time on the stated link.")
-
-
-class SecureCostRecordError(ValueError):
-    """The benchmark record cannot be read: not JSON, or a required entry is missing."""
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -190,8 +187,6 @@ def render_secure_cost(results_dir: str | Path) -> str:
                   "one call at a time at the paper's client count; the error is the decrypted average's against "
                   "the plain weighted mean. An upload under threshold CKKS is the encrypted update plus the "
                   "partial decryption.", "", pieces.to_markdown(), ""]
-    from fedicd.report.secure_parts import fast_path_section, threshold_section
-
     lines += [*fast_path_section(path.parent), *threshold_section(path.parent)]
     lines += ["## How it was measured", "", HOW, "", *_settings(record)]
     return "\n".join(lines).rstrip() + "\n"

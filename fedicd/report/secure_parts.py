@@ -7,7 +7,7 @@
   pieces per model size and client count, with the measured decryption error against its bound.
 
 Each section is left out when its file is absent; a file that is there but lacks an entry the table needs raises
-:class:`~fedicd.report.secure_cost.SecureCostRecordError` naming the file and the entry.
+:class:`SecureCostRecordError` naming the file and the entry (the cost page's error too).
 """
 
 from __future__ import annotations
@@ -18,15 +18,17 @@ from typing import Any
 
 from fedicd.report.tables import Table
 
-__all__ = ["fast_path_section", "threshold_section", "FAST_PATH", "THRESHOLD"]
+__all__ = ["fast_path_section", "threshold_section", "SecureCostRecordError", "FAST_PATH", "THRESHOLD"]
 
 FAST_PATH = "ckks_fast_path.json"
 THRESHOLD = "threshold_ckks.json"
 
 
-def _read(path: Path) -> dict[str, Any]:
-    from fedicd.report.secure_cost import SecureCostRecordError
+class SecureCostRecordError(ValueError):
+    """A secure-aggregation benchmark record cannot be read: not JSON, or a required entry is missing."""
 
+
+def _read(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -34,8 +36,6 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _need(doc: dict, path: Path, *keys: str) -> Any:
-    from fedicd.report.secure_cost import SecureCostRecordError
-
     value: Any = doc
     for key in keys:
         if not isinstance(value, dict) or key not in value:
