@@ -25,7 +25,7 @@ import math
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from fedicd.secure.threshold.errors import ThresholdConfigError
+from fedicd.secure.threshold.errors import ThresholdConfigError, ThresholdError
 from fedicd.secure.threshold.params import ThresholdParams
 from fedicd.secure.threshold.party import ThresholdParty
 
@@ -91,6 +91,9 @@ def answer(party: ThresholdParty, content: RecordDict) -> RecordDict:
         sealed = {int(k.split("-", 1)[1]): v for k, v in blobs.items()}
         party.hold_shares(sealed, _publics(config))
         return request("hold", {"partition-id": pid})
+    if stage not in ("decrypt", "reseal", "recover"):
+        raise ThresholdError(f"unknown threshold-CKKS stage {stage!r} (a client of another fedicd version?); known: "
+                             "status, keygen, joint, hold, decrypt, reseal, recover")
     rnd = int(config["round"])
     if stage == "decrypt":
         return request("decrypt", {"partition-id": pid}, {"partial": party.partial_decrypt(blobs["aggregate"],

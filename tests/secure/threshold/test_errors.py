@@ -150,3 +150,14 @@ def test_openfhe_missing_share_keys_is_named():
 
     with pytest.raises(OpenFHEUnavailableError, match=r"openfhe-python >= 1.6.*use threshold = 0"):
         backend.require_shamir(Old)
+
+
+def test_an_unknown_stage_is_named(tmp_path):
+    pytest.importorskip("flwr")  # the stage messages are Flower records
+    from fedicd.secure.threshold.errors import ThresholdError
+    from fedicd.secure.threshold.messages import answer, request
+    from fedicd.secure.threshold.party import ThresholdParty
+
+    party = ThresholdParty(small_params(), 0, state_dir=tmp_path / "p0")
+    with pytest.raises(ThresholdError, match="unknown threshold-CKKS stage 'rotate'"):
+        answer(party, request("rotate", {"round": 1}))
