@@ -145,6 +145,39 @@ def test_ckks_server_opens_no_secret_key_and_no_client_data(federation, study, a
     assert [r["client_failures"] for r in history] == [0]
 
 
+def test_threshold_ckks_runs_deployed_and_the_server_opens_no_key_share(federation, study, app_dir) -> None:
+    # every node makes its key share in its own state folder; the coordinator keeps only the public key chain
+    from fedicd.secure.threshold.backend import openfhe_available
+
+    ok, why = openfhe_available()
+    if not ok:
+        pytest.skip(why)
+    config = prepare_threshold_study(study)
+    audit = study["root"] / "audit"
+    before = {p.name for p in audit.glob("server-*.log")}
+    result = federation.run(app_dir, config, timeout_s=900)
+    assert result.returncode == 0, result.output[-3000:]
+    history = json.loads((config.parent / "results.json").read_text())["history"]
+    assert [r["updated"] for r in history] == [True, True]
+    assert [r["train_partial_decryptions"] for r in history] == [float(N_CLIENTS)] * 2
+    assert [r["client_failures"] for r in history] == [0, 0]
+    assert (config.parent / "threshold_keys.json").exists()
+    shares = [study["root"] / f"state-{i}" / "clients" / str(i) / "threshold" / "secret.bin" for i in range(N_CLIENTS)]
+    assert all(p.exists() for p in shares)
+    logs = [p for p in audit.glob("server-*.log") if p.name not in before]
+    opened = [line for log in logs for line in log.read_text().splitlines()]
+    key_files = ("secret.bin", "seal.bin", "party.json")  # a node's key share, sealing key and share state
+    assert not [p for p in opened if p.endswith(key_files) or p.startswith(str(study["root"] / "state-"))]
+    assert str(config.parent / "threshold_keys.json") in opened  # the hook saw the server read its public chain
+
+
+def prepare_threshold_study(study) -> Path:
+    from fedicd.deploy.study import prepare_study_from_run
+
+    _stage(study["root"] / "threshold-run", ["federated.rounds=2", 'secure_aggregation.method="ckks-threshold"'])
+    return prepare_study_from_run(study["root"] / "threshold-run", study["root"] / "threshold-study")
+
+
 def test_an_unregistered_node_is_refused(federation) -> None:
     attempt = federation.attempt_node("intruder")
     assert attempt.returncode == 1
