@@ -1,4 +1,6 @@
-"""Worker processes for a key holder's SEAL work: ``python -m fedicd.secure.ckks_workers``, spoken to over pipes.
+"""Worker processes for a key holder's per-ciphertext work, spoken to over pipes: ``python -m MODULE``, where MODULE
+runs :func:`serve` (shared-key CKKS: ``fedicd.secure.ckks_workers``; threshold CKKS:
+``fedicd.secure.threshold.worker``).
 
 Why not :mod:`multiprocessing`: its "spawn" and "forkserver" start methods import the parent's
 ``__main__`` again in every worker, which re-runs any unguarded top-level code of a user's script
@@ -14,6 +16,7 @@ package's own processes are on either end of the pipes.
 
 from __future__ import annotations
 
+import numbers
 import os
 import pickle
 import subprocess
@@ -21,10 +24,21 @@ import sys
 import threading
 from collections.abc import Sequence
 
-# the module a worker runs (its loop, ``serve``, lives beside the work it does)
+from fedicd.errors import ConfigError
+
+# the module a shared-key CKKS worker runs (its operations live beside the work they do)
 _WORKER_MODULE = "fedicd.secure.ckks_workers"
 
-__all__ = ["WorkerPool", "WorkerPoolError"]
+__all__ = ["WorkerPool", "WorkerPoolError", "resolve_workers", "serve"]
+
+
+def resolve_workers(workers: int) -> int:
+    """0 → every core this process may use; k ≥ 1 → k; anything else raises :class:`ConfigError`."""
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 0:
+        raise ConfigError(f"workers must be an integer >= 0 (0 = every core), got {workers!r}")
+    if workers == 0:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return int(workers)
 
 
 class WorkerPoolError(RuntimeError):
@@ -32,16 +46,18 @@ class WorkerPoolError(RuntimeError):
 
 
 class WorkerPool:
-    """``workers`` worker processes, each holding SEAL objects of one secret context; one caller at a time."""
+    """``workers`` processes running ``module``'s :func:`serve` loop; ``init`` (an ``(operation, arguments)``
+    message, e.g. handing over a secret context) is sent to each first. One caller at a time."""
 
-    def __init__(self, secret: bytes, params: dict, workers: int):
+    def __init__(self, workers: int, *, init: tuple | None = None, module: str = _WORKER_MODULE):
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # fedicd wherever it was found
         env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "1")
-        self._procs = [subprocess.Popen([sys.executable, "-m", _WORKER_MODULE], stdin=subprocess.PIPE,
+        self._procs = [subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, env=env) for _ in range(workers)]
         self._lock = threading.Lock()
         try:
-            self._run_all([("init", (secret, params))] * workers, one_each=True)
+            if init is not None:
+                self._run_all([init] * workers, one_each=True)
         except BaseException:
             self.close()
             raise
@@ -52,7 +68,7 @@ class WorkerPool:
             proc.stdin.flush()
             ok, result = pickle.load(proc.stdout)
         except (EOFError, OSError, pickle.UnpicklingError) as exc:
-            raise WorkerPoolError(f"a CKKS worker process died or could not start (exit code {proc.poll()})") from exc
+            raise WorkerPoolError(f"a worker process died or could not start (exit code {proc.poll()})") from exc
         if not ok:
             raise result
         return result
@@ -80,7 +96,7 @@ class WorkerPool:
         return results
 
     def map(self, operation: str, tasks: Sequence[tuple]) -> list:
-        """``operation`` ("encrypt" or "decrypt") over the tasks, spread over the workers; results in order."""
+        """``operation`` (one of the worker module's) over the tasks, spread over the workers; results in order."""
         with self._lock:
             return self._run_all([(operation, t) for t in tasks])
 
@@ -93,3 +109,25 @@ class WorkerPool:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def serve(operations: dict) -> None:
+    """A worker's loop: pickled ``(operation, arguments)`` in, ``(ok, result or exception)`` out, until EOF.
+    ``operations[name](state, *arguments)`` returns ``(state, result)``; the state (e.g. SEAL objects made by an
+    "init" message) stays in this process between messages."""
+    channel = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # prints go to stderr, never into the channel
+    source = sys.stdin.buffer
+    state = None
+    while True:
+        try:
+            operation, args = pickle.load(source)
+        except EOFError:
+            return
+        try:
+            state, result = operations[operation](state, *args)
+            reply = (True, result)
+        except Exception as exc:  # sent back and raised in the parent
+            reply = (False, exc)
+        pickle.dump(reply, channel, protocol=pickle.HIGHEST_PROTOCOL)
+        channel.flush()

@@ -17,9 +17,6 @@ from __future__ import annotations
 import atexit
 import hashlib
 import logging
-import os
-import pickle
-import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -28,11 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import tenseal as ts
 
-from fedicd.errors import ConfigError
 from fedicd.secure.ckks_errors import CiphertextError
 from fedicd.secure.ckks_params import CkksParams
 from fedicd.secure.ckks_poly import expand_seed, out_of_range, pack_rows, reduce_rows, row_bytes, unpack_rows
-from fedicd.secure.ckks_procs import WorkerPool, WorkerPoolError
+from fedicd.secure.ckks_procs import WorkerPool, WorkerPoolError, resolve_workers, serve
 from fedicd.secure.ckks_seal import Seal
 
 __all__ = ["SealRunner", "chunks", "decrypt_chunk", "encrypt_chunk", "resolve_workers", "runner_for", "seal_from_bytes",
@@ -42,15 +38,6 @@ log = logging.getLogger(__name__)
 
 _ROWS_PER_CHUNK = 128  # ciphertexts per task: bounded memory, enough tasks to balance the workers
 _MAX_POOLS = 4
-
-
-def resolve_workers(workers: int) -> int:
-    """0 → every core this process may use; k ≥ 1 → k; anything else raises :class:`ConfigError`."""
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
-        raise ConfigError(f"workers must be an integer >= 0 (0 = every core), got {workers!r}")
-    if workers == 0:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return int(workers)
 
 
 def chunks(n_rows: int, workers: int) -> list[tuple[int, int]]:
@@ -119,7 +106,7 @@ def _pool(secret: bytes, params: CkksParams, workers: int) -> WorkerPool:
         if key not in _POOLS:
             while len(_POOLS) >= _MAX_POOLS:
                 _POOLS.pop(next(iter(_POOLS))).close()
-            _POOLS[key] = WorkerPool(secret, params.to_dict(), workers)
+            _POOLS[key] = WorkerPool(workers, init=("init", (secret, params.to_dict())))
         return _POOLS[key]
 
 
@@ -183,29 +170,10 @@ def runner_for(context: ts.Context, params: CkksParams) -> SealRunner:
     return runners[params]
 
 
-def serve() -> None:
-    """The worker's loop: an "init" message, then chunks to encrypt or decrypt, until EOF."""
-    channel = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # prints go to stderr, never into the channel
-    source = sys.stdin.buffer
-    seal = None
-    while True:
-        try:
-            operation, args = pickle.load(source)
-        except EOFError:
-            return
-        try:
-            if operation == "init":
-                seal = seal_from_bytes(*args)
-                reply = (True, None)
-            else:
-                work = {"encrypt": encrypt_chunk, "decrypt": decrypt_chunk}[operation]
-                reply = (True, work(seal, *args))
-        except Exception as exc:  # sent back and raised in the parent
-            reply = (False, exc)
-        pickle.dump(reply, channel, protocol=pickle.HIGHEST_PROTOCOL)
-        channel.flush()
+def _init(_state, secret: bytes, params: dict):
+    return seal_from_bytes(secret, params), None
 
 
-if __name__ == "__main__":
-    serve()
+if __name__ == "__main__":  # a worker process of ckks_procs.WorkerPool
+    serve({"init": _init, "encrypt": lambda seal, *a: (seal, encrypt_chunk(seal, *a)),
+           "decrypt": lambda seal, *a: (seal, decrypt_chunk(seal, *a))})

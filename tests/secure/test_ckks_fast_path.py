@@ -235,7 +235,7 @@ def test_worker_processes_return_results_in_order_and_raise_named_errors():
     secret, _ = keys()
     blob = secret.serialize(save_public_key=False, save_secret_key=True, save_galois_keys=False,
                             save_relin_keys=False)
-    pool = WorkerPool(blob, PARAMS.to_dict(), 2)
+    pool = WorkerPool(2, init=("init", (blob, PARAMS.to_dict())))
     try:
         reals = np.zeros((2, 4096))
         reals[:, 0] = [3.0, 4.0]
